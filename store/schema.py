@@ -74,6 +74,8 @@ jobs = sa.Table(
     sa.Column("deadline_at", UtcDateTime),
     sa.Column("sla_at", UtcDateTime),
     sa.Column("sla_level", sa.Integer, nullable=False, server_default="0"),
+    # When the escalation ladder next needs a look; NULL once acknowledged, finished or past its last level.
+    sa.Column("sla_next_at", UtcDateTime),
     sa.Column("acknowledged_at", UtcDateTime),
     sa.Column("acknowledged_by", sa.String(64)),
     sa.Column("spend_usd", sa.Float, nullable=False, server_default="0"),
@@ -103,11 +105,8 @@ sa.Index(
 sa.Index("ix_jobs_running_heartbeat", jobs.c.heartbeat_at, **_partial(f"state = '{JobState.RUNNING.value}'"))
 sa.Index("ix_jobs_retry_due", jobs.c.run_after, **_partial(f"state = '{JobState.RETRY_SCHEDULED.value}'"))
 sa.Index("ix_jobs_open_deadline", jobs.c.deadline_at, **_partial(f"deadline_at IS NOT NULL AND {OPEN_CLAUSE}"))
-sa.Index(
-    "ix_jobs_open_sla",
-    jobs.c.sla_at,
-    **_partial(f"sla_at IS NOT NULL AND acknowledged_at IS NULL AND {OPEN_CLAUSE}"),
-)
+sa.Index("ix_jobs_sla_next", jobs.c.sla_next_at, **_partial("sla_next_at IS NOT NULL"))
+sa.Index("ix_jobs_open_sla", jobs.c.sla_at, **_partial(f"sla_at IS NOT NULL AND {OPEN_CLAUSE}"))
 sa.Index("ix_jobs_open_state", jobs.c.state, jobs.c.lane, jobs.c.created_at, **_partial(OPEN_CLAUSE))
 sa.Index("ix_jobs_finished", jobs.c.finished_at, **_partial(TERMINAL_CLAUSE))
 sa.Index("ix_jobs_parent", jobs.c.parent_id, **_partial("parent_id IS NOT NULL"))
@@ -125,6 +124,7 @@ decisions = sa.Table(
     sa.Column("default", sa.Text),
     sa.Column("risk", sa.String(16)),
     sa.Column("answerers", Json, nullable=False),
+    sa.Column("details", Json),
     sa.Column("quorum", sa.Integer, nullable=False, server_default="1"),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("answer", sa.Text),

@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("deadline_at", sa.DateTime(), nullable=True),
         sa.Column("sla_at", sa.DateTime(), nullable=True),
         sa.Column("sla_level", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("sla_next_at", sa.DateTime(), nullable=True),
         sa.Column("acknowledged_at", sa.DateTime(), nullable=True),
         sa.Column("acknowledged_by", sa.String(length=64), nullable=True),
         sa.Column("spend_usd", sa.Float(), server_default="0", nullable=False),
@@ -110,11 +111,18 @@ def upgrade() -> None:
             ["sla_at"],
             unique=False,
             sqlite_where=sa.text(
-                "sla_at IS NOT NULL AND acknowledged_at IS NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
+                "sla_at IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
             postgresql_where=sa.text(
-                "sla_at IS NOT NULL AND acknowledged_at IS NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
+                "sla_at IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
+        )
+        batch_op.create_index(
+            "ix_jobs_sla_next",
+            ["sla_next_at"],
+            unique=False,
+            sqlite_where=sa.text("sla_next_at IS NOT NULL"),
+            postgresql_where=sa.text("sla_next_at IS NOT NULL"),
         )
         batch_op.create_index(
             "ix_jobs_open_state",
@@ -221,6 +229,7 @@ def upgrade() -> None:
         sa.Column("default", sa.Text(), nullable=True),
         sa.Column("risk", sa.String(length=16), nullable=True),
         sa.Column("answerers", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("details", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
         sa.Column("quorum", sa.Integer(), server_default="1", nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("answer", sa.Text(), nullable=True),
@@ -308,13 +317,14 @@ def downgrade() -> None:
                 "state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
         )
+        batch_op.drop_index("ix_jobs_sla_next", sqlite_where=sa.text("sla_next_at IS NOT NULL"), postgresql_where=sa.text("sla_next_at IS NOT NULL"))
         batch_op.drop_index(
             "ix_jobs_open_sla",
             sqlite_where=sa.text(
-                "sla_at IS NOT NULL AND acknowledged_at IS NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
+                "sla_at IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
             postgresql_where=sa.text(
-                "sla_at IS NOT NULL AND acknowledged_at IS NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
+                "sla_at IS NOT NULL AND state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
         )
         batch_op.drop_index(

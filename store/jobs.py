@@ -1,0 +1,261 @@
+"""Writing and reading jobs: enqueue with idempotency keys, look-ups, human transitions, the board's counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from store import clock
+from store.database import Database
+from store.errors import JobNotFound
+from store.models import Event, Job, NewJob
+from store.schema import jobs
+from store.states import OPEN_STATES, JobState
+from store.transitions import row_to_job, transition
+from store.trail import event_row, insert_events, read_events
+
+#: The channel other replicas LISTEN on to learn of new ready work.
+NOTIFY_CHANNEL = "queuebot_jobs"
+
+#: States in which a job waits for a person or a clock rather than for a worker.
+WAITING_STATES = frozenset(
+    {
+        JobState.PENDING,
+        JobState.READY,
+        JobState.WAITING_DECISION,
+        JobState.NEEDS_REVIEW,
+        JobState.RETRY_SCHEDULED,
+        JobState.BLOCKED,
+        JobState.ESCALATED,
+        JobState.PAUSED,
+    }
+)
+
+
+class Enqueued(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job: Job
+    created: bool  # False when the idempotency key matched an existing job
+
+
+class BoardStats(BaseModel):
+    """Counts for `queuebot status` and the Home tab."""
+
+    model_config = ConfigDict(frozen=True)
+
+    states: dict[str, int]
+    lanes: dict[str, dict[str, int]]
+    oldest_waiting_s: dict[str, float]
+    sla_breaches: int
+
+
+def _row_for(new: NewJob, at: datetime) -> dict[str, Any]:
+    return {
+        "type": new.type,
+        "lane": new.lane,
+        "priority": new.priority.rank,
+        "input": new.input,
+        "owner": new.owner,
+        "channel": new.channel,
+        "idempotency_key": new.idempotency_key,
+        "state": new.state.value,
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "run_seq": 0,
+        "run_after": new.run_after or at,
+        "created_at": at,
+        "updated_at": at,
+        "deadline_at": new.deadline_at,
+        "sla_at": new.sla_at,
+        "sla_level": 0,
+        "sla_next_at": new.sla_at,
+        "spend_usd": 0.0,
+        "budget_usd": new.budget_usd,
+        "parent_id": new.parent_id,
+        "reason": new.reason,
+    }
+
+
+async def insert_jobs(
+    conn: AsyncConnection, new_jobs: Sequence[NewJob], *, at: datetime, actor: str
+) -> list[Enqueued]:
+    """Write jobs in the caller's transaction. A job whose idempotency key exists is not written again:
+    the existing job comes back with created=False."""
+    keys = [new.idempotency_key for new in new_jobs if new.idempotency_key]
+    existing: dict[str, Job] = {}
+    if keys:
+        found = await conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
+        existing = {job.idempotency_key: job for job in map(row_to_job, found) if job.idempotency_key}
+    out: list[Enqueued | None] = []
+    rows: list[dict[str, Any]] = []
+    seen_keys: set[str] = set()
+    for new in new_jobs:
+        key = new.idempotency_key
+        if key and (key in existing or key in seen_keys):
+            out.append(None)  # filled below from `existing`
+            continue
+        if key:
+            seen_keys.add(key)
+        rows.append(_row_for(new, at))
+        out.append(None)
+    created: list[Job] = []
+    if rows:
+        result = await conn.execute(jobs.insert().returning(*jobs.c, sort_by_parameter_order=True), rows)
+        created = [row_to_job(row) for row in result]
+    by_key = dict(existing)
+    by_key.update({job.idempotency_key: job for job in created if job.idempotency_key})
+    fresh = iter(created)
+    result_list: list[Enqueued] = []
+    seen_keys.clear()
+    for new in new_jobs:
+        key = new.idempotency_key
+        if key and (key in existing or key in seen_keys):
+            result_list.append(Enqueued(job=by_key[key], created=False))
+            continue
+        if key:
+            seen_keys.add(key)
+        result_list.append(Enqueued(job=next(fresh), created=True))
+    await insert_events(
+        conn,
+        [
+            event_row(
+                job.id, at=at, actor=actor, kind="enqueued", to_state=job.state, reason=job.reason,
+                details={"parent": job.parent_id} if job.parent_id else None,
+            )
+            for job in created
+        ],
+    )
+    if conn.dialect.name == "postgresql":
+        for lane in sorted({job.lane for job in created if job.state is JobState.READY}):
+            await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, lane)))
+    return result_list
+
+
+class JobsRepo:
+    """Jobs as people and the engine see them."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def enqueue(self, new_jobs: Sequence[NewJob], *, actor: str) -> list[Enqueued]:
+        async with self.db.write() as conn:
+            return await insert_jobs(conn, new_jobs, at=clock.now(), actor=actor)
+
+    async def get(self, job_id: int) -> Job:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row_to_job(row)
+
+    async def events(self, job_id: int) -> list[Event]:
+        async with self.db.read() as conn:
+            return await read_events(conn, job_id)
+
+    async def list(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        lane: str | None = None,
+        owner: str | None = None,
+        type: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs newest first, filtered."""
+        query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if lane is not None:
+            query = query.where(jobs.c.lane == lane)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if type is not None:
+            query = query.where(jobs.c.type == type)
+        async with self.db.read() as conn:
+            return [row_to_job(row) for row in await conn.execute(query)]
+
+    async def move(
+        self,
+        job_id: int,
+        to: JobState,
+        *,
+        actor: str,
+        reason: str | None = None,
+        from_states: Sequence[JobState] | None = None,
+        values: dict[str, Any] | None = None,
+        kind: str | None = None,
+    ) -> Job:
+        """A person's or a rule's transition (cancel, retry, pause, resume…)."""
+        async with self.db.write() as conn:
+            job, _ = await transition(
+                conn, job_id, to, at=clock.now(), actor=actor, reason=reason, from_states=from_states,
+                values=values, kind=kind,
+            )
+            return job
+
+    async def add_event(
+        self, job_id: int, *, actor: str, kind: str, reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append to a job's trail without changing its state (evidence, audits, denials)."""
+        async with self.db.write() as conn:
+            await insert_events(
+                conn, [event_row(job_id, at=clock.now(), actor=actor, kind=kind, reason=reason, details=details)]
+            )
+
+    async def acknowledge(self, job_id: int, *, actor: str) -> Job:
+        """Stop a job's escalation ladder; recorded in its trail."""
+        at = clock.now()
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.acknowledged_at.is_(None))
+                .values(acknowledged_at=at, acknowledged_by=actor, updated_at=at, sla_next_at=None)
+                .returning(*jobs.c)
+            )
+            row = result.first()
+            if row is None:
+                return await self._get_in(conn, job_id)
+            await insert_events(conn, [event_row(job_id, at=at, actor=actor, kind="acknowledged")])
+            return row_to_job(row)
+
+    async def _get_in(self, conn: AsyncConnection, job_id: int) -> Job:
+        row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return row_to_job(row)
+
+    async def stats(self) -> BoardStats:
+        """Counts by state and lane, oldest waiting age per state, and SLA breaches."""
+        now = clock.now()
+        open_values = [s.value for s in OPEN_STATES]
+        async with self.db.read() as conn:
+            by_state_lane = await conn.execute(
+                sa.select(jobs.c.state, jobs.c.lane, sa.func.count()).group_by(jobs.c.state, jobs.c.lane)
+            )
+            oldest = await conn.execute(
+                sa.select(jobs.c.state, sa.func.min(jobs.c.updated_at))
+                .where(jobs.c.state.in_([s.value for s in WAITING_STATES]))
+                .group_by(jobs.c.state)
+            )
+            breaches = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(jobs)
+                .where(jobs.c.state.in_(open_values), jobs.c.sla_at.is_not(None), jobs.c.sla_at < now)
+            )
+            states: dict[str, int] = {s.value: 0 for s in JobState}
+            lanes: dict[str, dict[str, int]] = {}
+            for state, lane, count in by_state_lane:
+                states[state] += count
+                lanes.setdefault(lane, {})[state] = count
+            oldest_s = {
+                state: max(0.0, (now - since).total_seconds()) for state, since in oldest if since
+            }
+        return BoardStats(states=states, lanes=lanes, oldest_waiting_s=oldest_s, sla_breaches=breaches or 0)
+

@@ -1,0 +1,237 @@
+"""The queries behind the time rules. Each picks due rows (SKIP LOCKED on PostgreSQL) and changes them with
+conditional UPDATEs, so two processes running the same scan at once never act on one item twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from math import floor
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from store import clock
+from store.database import Database
+from store.errors import InvalidTransition
+from store.jobs import NOTIFY_CHANNEL
+from store.models import Job, Notification
+from store.schema import decisions, events, jobs, markers, outbox
+from store.states import OPEN_STATES, TERMINAL_STATES, JobState
+from store.transitions import row_to_job, transition
+from store.trail import event_row, insert_events, insert_notifications
+
+
+class Ladder(BaseModel):
+    """One job's escalation ladder: for each level, seconds after the SLA and who hears of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    levels: list[tuple[float, list[str]]]
+    repeat_every_s: float | None = None
+
+    def due_level(self, overdue_s: float) -> int:
+        """How many levels (counting repeats) are due this long after the SLA."""
+        due = sum(1 for after, _ in self.levels if after <= overdue_s)
+        if self.repeat_every_s and self.levels and due == len(self.levels):
+            due += floor((overdue_s - self.levels[-1][0]) / self.repeat_every_s)
+        return due
+
+    def targets(self, level: int) -> list[str]:
+        return self.levels[min(level, len(self.levels)) - 1][1]
+
+    def next_after_s(self, level: int) -> float | None:
+        """Seconds after the SLA when the level after `level` falls due, if any."""
+        if level < len(self.levels):
+            return self.levels[level][0]
+        if self.repeat_every_s and self.levels:
+            return self.levels[-1][0] + (level - len(self.levels) + 1) * self.repeat_every_s
+        return None
+
+
+class ScansRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _pick(self, query: sa.Select[tuple[int]]) -> sa.Select[tuple[int]]:
+        return query.with_for_update(skip_locked=True) if self.db.is_postgres else query
+
+    async def reap_orphans(self, *, heartbeat_timeout_s: float, limit: int = 500) -> list[Job]:
+        """Running jobs whose worker stopped heartbeating go back to ready (an attempt spent), or to dead
+        when they are out of attempts."""
+        now = clock.now()
+        stale = now - timedelta(seconds=heartbeat_timeout_s)
+        pick = self._pick(
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.heartbeat_at < stale)
+            .limit(limit)
+        )
+        reaped: list[Job] = []
+        async with self.db.write() as conn:
+            for row in (await conn.execute(pick)).all():
+                job = row_to_job((await conn.execute(sa.select(jobs).where(jobs.c.id == row.id))).one())
+                out_of_attempts = job.attempts + 1 >= job.max_attempts
+                target = JobState.DEAD if out_of_attempts else JobState.READY
+                try:
+                    moved, _ = await transition(
+                        conn, job.id, target, at=now, actor="reaper", kind="reaped",
+                        reason=f"worker {job.claimed_by} stopped heartbeating", run_seq=job.run_seq,
+                        from_states=[JobState.RUNNING],
+                        values={"attempts": job.attempts + 1, "run_after": now, "failure_class": "transient"},
+                    )
+                except InvalidTransition:
+                    continue
+                reaped.append(moved)
+            await _notify_lanes(conn, {job.lane for job in reaped if job.state is JobState.READY})
+        return reaped
+
+    async def promote_due_retries(self, *, limit: int = 1000) -> int:
+        """Jobs whose backoff has passed become ready."""
+        now = clock.now()
+        pick = self._pick(
+            sa.select(jobs.c.id)
+            .where(jobs.c.state == JobState.RETRY_SCHEDULED.value, jobs.c.run_after <= now)
+            .limit(limit)
+        )
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.state == JobState.RETRY_SCHEDULED.value)
+                .values(state=JobState.READY.value, updated_at=now)
+                .returning(jobs.c.id, jobs.c.lane)
+            )
+            rows = result.all()
+            await insert_events(
+                conn,
+                [
+                    event_row(row.id, at=now, actor="scheduler", kind="retry_due",
+                              from_state=JobState.RETRY_SCHEDULED, to_state=JobState.READY)
+                    for row in rows
+                ],
+            )
+            await _notify_lanes(conn, {row.lane for row in rows})
+        return len(rows)
+
+    async def expire_past_deadline(self, *, limit: int = 500) -> list[Job]:
+        """Open jobs past their deadline become expired; their owners are told."""
+        now = clock.now()
+        open_values = [s.value for s in OPEN_STATES]
+        pick = self._pick(
+            sa.select(jobs.c.id)
+            .where(jobs.c.deadline_at.is_not(None), jobs.c.deadline_at <= now, jobs.c.state.in_(open_values))
+            .limit(limit)
+        )
+        expired: list[Job] = []
+        async with self.db.write() as conn:
+            for job_id in (await conn.execute(pick)).scalars().all():
+                try:
+                    job, _ = await transition(
+                        conn, job_id, JobState.EXPIRED, at=now, actor="scheduler", reason="deadline passed",
+                        values={"claimed_by": None},
+                    )
+                except InvalidTransition:
+                    continue
+                expired.append(job)
+        return expired
+
+    async def escalate_overdue(self, ladder_for: Callable[[Job], Ladder], *, limit: int = 500) -> int:
+        """Climb the escalation ladder of overdue jobs: each level's people are told once (dedup key per
+        job, level and person); acknowledging stops it."""
+        now = clock.now()
+        pick = self._pick(
+            sa.select(jobs.c.id).where(jobs.c.sla_next_at.is_not(None), jobs.c.sla_next_at <= now).limit(limit)
+        )
+        notified = 0
+        async with self.db.write() as conn:
+            ids = (await conn.execute(pick)).scalars().all()
+            rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).all() if ids else []
+            for job in map(row_to_job, rows):
+                notified += await _climb(conn, job, ladder_for(job), now)
+        return notified
+
+    async def prune_finished(self, *, older_than_s: float, limit: int = 5000) -> int:
+        """Delete finished jobs (and their trail, decisions, markers and sent notes) past retention."""
+        before = clock.now() - timedelta(seconds=older_than_s)
+        terminal = [s.value for s in TERMINAL_STATES]
+        async with self.db.write() as conn:
+            ids = (
+                await conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.state.in_(terminal), jobs.c.finished_at < before)
+                    .limit(limit)
+                )
+            ).scalars().all()
+            if not ids:
+                return 0
+            for table in (events, markers, outbox):
+                await conn.execute(table.delete().where(table.c.job_id.in_(ids)))
+            await conn.execute(decisions.delete().where(decisions.c.job_id.in_(ids)))
+            await conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+        return len(ids)
+
+    async def last_activity(self) -> datetime | None:
+        """None while any job is ready, running or retrying; else when the queue last saw work finish or
+        start waiting."""
+        busy = [JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value]
+        async with self.db.read() as conn:
+            active = await conn.scalar(sa.select(jobs.c.id).where(jobs.c.state.in_(busy)).limit(1))
+            if active is not None:
+                return None
+            last = await conn.scalar(sa.select(sa.func.max(jobs.c.updated_at)))
+        return last if last is not None else datetime.fromtimestamp(0, tz=UTC)
+
+    async def next_busy_at(self) -> datetime | None:
+        """When the queue next has work for a worker: now if anything is ready or running, the earliest
+        scheduled retry otherwise, None when nothing is coming."""
+        async with self.db.read() as conn:
+            busy = await conn.scalar(
+                sa.select(sa.func.min(jobs.c.run_after)).where(
+                    jobs.c.state.in_([JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value])
+                )
+            )
+        return busy
+
+
+async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime) -> int:
+    if job.state in TERMINAL_STATES or job.acknowledged_at is not None or job.sla_at is None:
+        await conn.execute(jobs.update().where(jobs.c.id == job.id).values(sla_next_at=None))
+        return 0
+    overdue_s = (now - job.sla_at).total_seconds()
+    due = ladder.due_level(overdue_s)
+    next_after = ladder.next_after_s(max(due, job.sla_level))
+    next_at = job.sla_at + timedelta(seconds=next_after) if next_after is not None else None
+    if due <= job.sla_level:
+        await conn.execute(
+            jobs.update().where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level).values(sla_next_at=next_at)
+        )
+        return 0
+    claimed = await conn.execute(
+        jobs.update()
+        .where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level)
+        .values(sla_level=due, sla_next_at=next_at)
+        .returning(jobs.c.id)
+    )
+    if claimed.first() is None:
+        return 0
+    targets = ladder.targets(due)
+    await insert_events(
+        conn,
+        [event_row(job.id, at=now, actor="scheduler", kind="sla_escalated",
+                   details={"level": due, "notify": targets, "overdue_s": round(overdue_s, 1)})],
+    )
+    notes = [
+        Notification(
+            kind="sla.level", dedup_key=f"sla:{job.id}:{due}:{target}", target=target,
+            payload={"job_id": job.id, "level": due, "state": job.state.value, "overdue_s": round(overdue_s, 1)},
+            job_id=job.id,
+        )
+        for target in targets
+    ]
+    await insert_notifications(conn, notes, now)
+    return len(notes)
+
+
+async def _notify_lanes(conn: AsyncConnection, lanes: set[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        for lane in sorted(lanes):
+            await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, lane)))
