@@ -1,0 +1,257 @@
+"""The engine's front door: what the CLI, Slack handlers, the scheduler and job contexts call. It checks
+types, inputs and authority, then acts through the store."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.authority import Authority
+from bot.jobtypes import JobType, Registry, registry
+from bot.settings import Config
+from bot.wakeup import Wakeup
+from store import Store, clock
+from store.controls import Pause, PauseScope
+from store.decisions import Answered
+from store.errors import InvalidInput, NotPermitted, QueuebotError
+from store.jobs import BoardStats, Enqueued
+from store.models import Decision, Event, Job, NewJob
+from store.states import OPEN_STATES, JobState, Priority
+
+_JOB_REF = re.compile(r"^\s*(?:[Qq]-)?(\d+)\s*$")
+_DECISION_REF = re.compile(r"^\s*(?:[Dd]-)?(\d+)\s*$")
+#: States from which a person may re-queue a job.
+RETRYABLE_STATES = (
+    JobState.DEAD, JobState.EXPIRED, JobState.CANCELLED, JobState.BLOCKED, JobState.ESCALATED,
+    JobState.RETRY_SCHEDULED, JobState.PENDING,
+)
+
+
+def parse_job_ref(text: str) -> int:
+    match = _JOB_REF.match(text)
+    if not match:
+        raise QueuebotError(f"{text!r} is not a job id (expected Q-<number>)")
+    return int(match.group(1))
+
+
+def parse_decision_ref(text: str) -> int:
+    match = _DECISION_REF.match(text)
+    if not match:
+        raise QueuebotError(f"{text!r} is not a decision id (expected D-<number>)")
+    return int(match.group(1))
+
+
+def describe_validation(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "input"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class JobView(BaseModel):
+    """A job with its evidence trail and decisions, for `show`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: Job
+    events: list[Event]
+    decisions: list[Decision]
+
+
+class StatusView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stats: BoardStats
+    pauses: list[Pause]
+    cooldowns: dict[str, str]
+    spend_today: dict[str, float]
+
+
+class Engine:
+    def __init__(
+        self, store: Store, config: Config, *, types: Registry | None = None, wakeup: Wakeup | None = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.types = types or registry
+        self.wakeup = wakeup or Wakeup()
+        self.authority = Authority(config)
+
+    # ---- creating work -------------------------------------------------------------------------------
+
+    def new_job(
+        self,
+        type_name: str,
+        input: dict[str, Any] | str,
+        *,
+        priority: Priority | str | None = None,
+        key: str | None = None,
+        owner: str | None = None,
+        channel: str | None = None,
+        parent_id: int | None = None,
+    ) -> NewJob:
+        """Validate a request for work against its type; raises UnknownJobType or InvalidInput."""
+        job_type = self.types.get(type_name)
+        data = self._validated_input(job_type, input)
+        try:
+            chosen = Priority(priority) if priority is not None else job_type.priority
+        except ValueError:
+            raise InvalidInput(f"priority must be P0, P1 or P2, not {priority!r}") from None
+        if job_type.lane not in self.config.lanes:
+            raise InvalidInput(f"job type {type_name!r} uses lane {job_type.lane!r}, which queuebot.toml lacks")
+        now = clock.now()
+        return NewJob(
+            type=job_type.name,
+            lane=job_type.lane,
+            priority=chosen,
+            input=data,
+            owner=owner or job_type.owner or self.config.owners.get(job_type.name),
+            channel=channel or job_type.channel or self.config.channels.get(job_type.name),
+            idempotency_key=key or None,
+            max_attempts=job_type.retry.max_attempts,
+            sla_at=now + timedelta(seconds=job_type.sla_s) if job_type.sla_s is not None else None,
+            deadline_at=now + timedelta(seconds=job_type.deadline_s) if job_type.deadline_s is not None else None,
+            parent_id=parent_id,
+        )
+
+    @staticmethod
+    def _validated_input(job_type: JobType, input: dict[str, Any] | str) -> dict[str, Any]:
+        if isinstance(input, str):
+            try:
+                input = json.loads(input)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"input is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        if not isinstance(input, dict):
+            raise InvalidInput(f"input for {job_type.name} must be a JSON object, not {type(input).__name__}")
+        try:
+            model = job_type.input.model_validate(input)
+        except ValidationError as exc:
+            raise InvalidInput(f"input for {job_type.name}: {describe_validation(exc)}") from None
+        dumped: dict[str, Any] = model.model_dump(mode="json")
+        return dumped
+
+    async def enqueue(self, type_name: str, input: dict[str, Any] | str, *, actor: str = "cli",
+                      **options: Any) -> Enqueued:
+        """Validate and write one job (or find the one with the same idempotency key)."""
+        [enqueued] = await self.enqueue_many([self.new_job(type_name, input, **options)], actor=actor)
+        return enqueued
+
+    async def enqueue_many(self, new_jobs: Sequence[NewJob], *, actor: str) -> list[Enqueued]:
+        """Write validated jobs in one transaction; jobs of a paused scope start paused."""
+        prepared = []
+        for new in new_jobs:
+            if await self.store.controls.is_paused(lane=new.lane, type=new.type):
+                new = new.model_copy(update={"state": JobState.PAUSED, "reason": "paused at enqueue"})
+            prepared.append(new)
+        enqueued = await self.store.jobs.enqueue(prepared, actor=actor)
+        for lane in {item.job.lane for item in enqueued if item.created}:
+            self.wakeup.notify(lane)
+        return enqueued
+
+    # ---- people acting on work -----------------------------------------------------------------------
+
+    async def answer(self, decision_ref: str | int, value: str, *, actor: str,
+                     comment: str | None = None) -> Answered:
+        """A person answers a decision; refused (and audited) if the answerer policy does not allow them."""
+        decision_id = decision_ref if isinstance(decision_ref, int) else parse_decision_ref(decision_ref)
+        decision = await self.store.decisions.get(decision_id)
+        job = await self.store.jobs.get(decision.job_id)
+        if not self.authority.may_answer(actor, decision, job):
+            await self._deny(job.id, actor, f"answer {decision.ref}")
+            raise NotPermitted(
+                f"{actor} may not answer {decision.ref}; it is for {self.authority.answerers_text(decision)}"
+            )
+        answered = await self.store.decisions.answer(decision_id, value, actor=actor, comment=comment)
+        if answered.job.state is JobState.READY:
+            self.wakeup.notify(answered.job.lane)
+        return answered
+
+    async def _deny(self, job_id: int, actor: str, what: str) -> None:
+        await self.store.jobs.add_event(job_id, actor=actor, kind="denied", reason=f"not permitted to {what}")
+
+    async def _operable(self, job_ref: str | int, actor: str, what: str) -> Job:
+        job = await self.store.jobs.get(job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref))
+        if not self.authority.may_operate(actor, job):
+            await self._deny(job.id, actor, what)
+            raise NotPermitted(f"{actor} may not {what} {job.ref}; only its owner or an admin may")
+        return job
+
+    async def cancel(self, job_ref: str | int, *, actor: str, reason: str | None = None) -> Job:
+        """Stop a job; a running one stops at its next heartbeat."""
+        job = await self._operable(job_ref, actor, "cancel")
+        return await self.store.jobs.move(
+            job.id, JobState.CANCELLED, actor=actor, reason=reason or f"cancelled by {actor}",
+            from_states=sorted(OPEN_STATES),
+        )
+
+    async def retry(self, job_ref: str | int, *, actor: str) -> Job:
+        """Re-queue a dead, expired, cancelled, blocked, escalated or waiting job with fresh attempts."""
+        job = await self._operable(job_ref, actor, "retry")
+        moved = await self.store.jobs.move(
+            job.id, JobState.READY, actor=actor, kind="requeued", from_states=RETRYABLE_STATES,
+            values={"attempts": 0, "run_after": clock.now(), "failure_class": None, "result": None},
+            reason=None,
+        )
+        self.wakeup.notify(moved.lane)
+        return moved
+
+    def pause_scope(self, target: str) -> tuple[PauseScope, str]:
+        """`all`, a lane, a job type or a job id (Q-N)."""
+        if target == "all":
+            return "all", ""
+        if target in self.config.lanes:
+            return "lane", target
+        if target in self.types:
+            return "type", target
+        if _JOB_REF.match(target) and target.upper().startswith("Q-"):
+            return "job", str(parse_job_ref(target))
+        lanes = ", ".join(sorted(self.config.lanes))
+        raise QueuebotError(f"cannot pause {target!r}: name `all`, a lane ({lanes}), a job type or a job Q-N")
+
+    async def pause(self, target: str, *, actor: str, reason: str | None = None) -> int:
+        scope, name = self.pause_scope(target)
+        if scope == "job":
+            allowed = self.authority.may_operate(actor, await self.store.jobs.get(int(name)))
+        else:
+            allowed = self.authority.is_admin(actor) or not self.config.admins
+        if not allowed:
+            raise NotPermitted(f"{actor} may not pause {target}; only admins (or a job's owner) may")
+        return await self.store.controls.pause(scope, name, actor=actor, reason=reason)
+
+    async def resume(self, target: str, *, actor: str) -> int:
+        scope, name = self.pause_scope(target)
+        if self.config.admins and not self.authority.is_admin(actor):
+            raise NotPermitted(f"{actor} may not resume {target}; only admins may")
+        resumed = await self.store.controls.resume(scope, name, actor=actor)
+        self.wakeup.notify_all()
+        return resumed
+
+    async def acknowledge(self, job_ref: str | int, *, actor: str) -> Job:
+        """Stop a job's escalation ladder."""
+        job_id = job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref)
+        return await self.store.jobs.acknowledge(job_id, actor=actor)
+
+    # ---- looking -------------------------------------------------------------------------------------
+
+    async def show(self, job_ref: str | int) -> JobView:
+        job_id = job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref)
+        job = await self.store.jobs.get(job_id)
+        return JobView(
+            job=job,
+            events=await self.store.jobs.events(job_id),
+            decisions=await self.store.decisions.for_job(job_id),
+        )
+
+    async def status(self) -> StatusView:
+        return StatusView(
+            stats=await self.store.jobs.stats(),
+            pauses=await self.store.controls.pauses(),
+            cooldowns={lane: until.isoformat() for lane, until in (await self.store.controls.cooldowns()).items()},
+            spend_today=await self.store.controls.spend_today(),
+        )

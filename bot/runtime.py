@@ -1,0 +1,244 @@
+"""The in-process worker: one claim loop per lane with its own slots, batched heartbeats, and run endings
+written in batches (a group commit) so throughput grows with load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from bot import endings
+from bot.context import JobContext
+from bot.engine import Engine
+from bot.outcomes import DecisionPending, JobStopped
+from store import clock
+from store.errors import UnknownJobType
+from store.models import Job, RunEnd
+from store.states import FailureClass, JobState
+
+log = logging.getLogger("queuebot.worker")
+
+#: Most run endings written in one transaction.
+MAX_FINISH_BATCH = 500
+
+
+@dataclass
+class _Run:
+    job: Job
+    task: asyncio.Task[None] | None = None
+    ctx: JobContext | None = None
+    stopped: bool = False
+
+
+@dataclass
+class _Finisher:
+    """Collects run endings and writes them together; each caller waits for its own batch."""
+
+    engine: Engine
+    pending: list[tuple[RunEnd, asyncio.Future[bool]]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def submit(self, end: RunEnd) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append((end, future))
+        self.wake.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch, self.pending = self.pending[:MAX_FINISH_BATCH], self.pending[MAX_FINISH_BATCH:]
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[RunEnd, asyncio.Future[bool]]]) -> None:
+        for attempt in range(1, 6):
+            try:
+                done = await self.engine.store.claims.finish([end for end, _ in batch])
+                break
+            except Exception as exc:  # the database may be restarting: keep the endings and try again
+                log.warning("event=finish_failed attempt=%d error=%s", attempt, exc)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        else:
+            done = set()  # the jobs stay running and the reaper gives them back
+        for lane in {child.lane for end, _ in batch if end.job_id in done for child in end.children}:
+            self.engine.wakeup.notify(lane)
+        for end, future in batch:
+            if not future.done():
+                future.set_result(end.job_id in done)
+
+
+class Worker:
+    """Runs jobs of every configured lane in this process until stopped (or idle, if asked)."""
+
+    def __init__(self, engine: Engine, *, worker_id: str | None = None) -> None:
+        self.engine = engine
+        self.config = engine.config.worker
+        self.lanes = dict(engine.config.lanes)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.runs: dict[int, _Run] = {}
+        self._lane_free: dict[str, asyncio.Event] = {lane: asyncio.Event() for lane in self.lanes}
+        self._finisher = _Finisher(engine)
+        self._stopping = asyncio.Event()
+        self.completed_runs = 0
+
+    def running_in(self, lane: str) -> int:
+        return sum(1 for run in self.runs.values() if run.job.lane == lane)
+
+    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
+        """Claim and run jobs until `stop` is set, or until the queue is idle when `until_idle`."""
+        tasks = [asyncio.create_task(self._finisher.run(), name="finisher"),
+                 asyncio.create_task(self._heartbeat_loop(), name="heartbeats")]
+        tasks += [asyncio.create_task(self._lane_loop(lane, slots), name=f"lane:{lane}")
+                  for lane, slots in self.lanes.items()]
+        waiter = asyncio.create_task(self._wait_for_end(until_idle, stop))
+        try:
+            await waiter
+        finally:
+            self._stopping.set()
+            await self._release_runs()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _wait_for_end(self, until_idle: bool, stop: asyncio.Event | None) -> None:
+        while True:
+            if stop is not None and stop.is_set():
+                return
+            if until_idle and not self.runs and await self._queue_idle():
+                return
+            waiters = [asyncio.create_task(asyncio.sleep(self.config.poll_interval_s))]
+            if stop is not None:
+                waiters.append(asyncio.create_task(stop.wait()))
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+
+    async def _queue_idle(self) -> bool:
+        """Idle: nothing ready or running anywhere, and no retry due within the idle horizon."""
+        next_at = await self.engine.store.scans.next_busy_at()
+        if next_at is None:
+            return True
+        return (next_at - clock.now()).total_seconds() > self.config.idle_horizon_s
+
+    async def _lane_loop(self, lane: str, slots: int) -> None:
+        wake = self.engine.wakeup.event(lane)
+        free = self._lane_free[lane]
+        while not self._stopping.is_set():
+            room = slots - self.running_in(lane)
+            claimed: list[Job] = []
+            if room > 0:
+                wake.clear()
+                try:
+                    claimed = await self.engine.store.claims.claim(lane, room, worker=self.worker_id)
+                except Exception as exc:  # a database hiccup: back off and claim again
+                    log.warning("event=claim_failed lane=%s error=%s", lane, exc)
+                    await asyncio.sleep(self.config.poll_interval_s)
+                    continue
+                for job in claimed:
+                    self._start(job)
+            if claimed and len(claimed) == room:
+                free.clear()
+                await free.wait()  # full: wait for a slot before claiming again
+            elif not claimed:
+                await _wait_any(wake, free, timeout_s=self.config.poll_interval_s)
+
+    def _start(self, job: Job) -> None:
+        run = _Run(job=job)
+        run.task = asyncio.create_task(self._execute(run), name=job.ref)
+        self.runs[job.id] = run
+
+    async def _execute(self, run: _Run) -> None:
+        job = run.job
+        try:
+            end = await self._run_handler(run)
+            if end is not None and not run.stopped:
+                recorded = await self._finisher.submit(end)
+                log.info("event=run_ended job=%s state=%s recorded=%s", job.ref, end.to_state, recorded)
+                self.completed_runs += 1
+        except asyncio.CancelledError:
+            if not run.stopped and not self._stopping.is_set():
+                raise
+        finally:
+            self.runs.pop(job.id, None)
+            self._lane_free[job.lane].set()
+
+    async def _run_handler(self, run: _Run) -> RunEnd | None:
+        job = run.job
+        try:
+            job_type = self.engine.types.get(job.type)
+        except UnknownJobType as exc:
+            return RunEnd(job_id=job.id, run_seq=job.run_seq, actor=self.worker_id, to_state=JobState.DEAD,
+                          event_kind="unknown_type", reason=str(exc), failure_class=FailureClass.FATAL)
+        decisions = await self.engine.store.decisions.for_job(job.id) if job.run_seq > 1 else []
+        ctx = JobContext(self.engine, job_type, job, decisions, self.worker_id)
+        run.ctx = ctx
+        try:
+            data = job_type.input.model_validate(job.input)
+            returned = await job_type.handler(ctx, data)
+            return endings.completed(ctx, returned)
+        except DecisionPending as pending:
+            return endings.waiting(ctx, pending.spec)
+        except JobStopped:
+            run.stopped = True
+            return None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("event=run_failed job=%s error=%s", job.ref, exc)
+            return endings.failed(ctx, exc)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            runs = [(run.job.id, run.job.run_seq) for run in self.runs.values()]
+            if not runs:
+                continue
+            try:
+                alive = await self.engine.store.claims.heartbeat(runs, worker=self.worker_id)
+            except Exception as exc:  # missed beats are fine until the heartbeat timeout
+                log.warning("event=heartbeat_failed error=%s", exc)
+                continue
+            for job_id, _ in runs:
+                if job_id not in alive:
+                    self._stop_run(job_id)
+
+    def _stop_run(self, job_id: int) -> None:
+        """The job was taken away (cancelled, paused, expired, reaped): stop its run cooperatively."""
+        run = self.runs.get(job_id)
+        if run is None or run.task is None or run.task.done():
+            return
+        run.stopped = True
+        if run.ctx is not None:
+            run.ctx.stopped = True
+        log.info("event=run_stopped job=%s", run.job.ref)
+        run.task.cancel()
+
+    async def _release_runs(self) -> None:
+        """On shutdown, hand running jobs back (no attempt spent) instead of waiting for the reaper."""
+        runs = list(self.runs.values())
+        tasks = [run.task for run in runs if run.task is not None]
+        for run in runs:
+            run.stopped = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if runs:
+            with contextlib.suppress(Exception):
+                await self.engine.store.claims.finish(
+                    [endings.abandoned(run.job, self.worker_id, "worker shut down") for run in runs]
+                )
+
+
+async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
