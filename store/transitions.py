@@ -118,8 +118,7 @@ async def transition(
         sets["sla_next_at"] = None
     else:
         sets["finished_at"] = None
-    if reason is not None:
-        sets.setdefault("reason", reason)
+    sets.setdefault("reason", reason)  # a transition without a reason clears the last one
     updated = await conn.execute(
         jobs.update()
         .where(jobs.c.id == job_id, jobs.c.state == current.value, jobs.c.run_seq == current_seq)
