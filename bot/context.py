@@ -37,7 +37,9 @@ def as_option(option: OptionLike) -> DecisionOption:
 def answer_of(decision: Decision) -> Answer:
     assert decision.answer is not None and decision.answer_source is not None
     return Answer(
-        value=decision.answer, by=decision.answered_by or "unknown", source=decision.answer_source,
+        value=decision.answer,
+        by=decision.answered_by or "unknown",
+        source=decision.answer_source,
         comment=decision.comment,
     )
 
@@ -45,8 +47,9 @@ def answer_of(decision: Decision) -> Answer:
 class JobContext:
     """Handed to every handler run; all writes go through the store with this run's job."""
 
-    def __init__(self, engine: Engine, job_type: JobType, job: Job, decisions: Sequence[Decision],
-                 worker: str) -> None:
+    def __init__(
+        self, engine: Engine, job_type: JobType, job: Job, decisions: Sequence[Decision], worker: str
+    ) -> None:
         self.engine = engine
         self.job_type = job_type
         self.job = job
@@ -106,8 +109,12 @@ class JobContext:
         own = self.job_type.budget
         per_type = config.type_budgets.get(self.job.type)
         per_run = own.per_run_usd or (per_type and per_type.per_run_usd) or config.budgets.per_run_usd
-        per_job = self.job.budget_usd or own.per_job_usd or (per_type and per_type.per_job_usd) \
+        per_job = (
+            self.job.budget_usd
+            or own.per_job_usd
+            or (per_type and per_type.per_job_usd)
             or config.budgets.per_job_usd
+        )
         per_day_type = own.per_day_usd or (per_type and per_type.per_day_usd)
         checks = [
             (per_run, self.run_spend_usd, "this run"),
@@ -135,12 +142,19 @@ class JobContext:
             produced = await produced
         return await self.store.controls.put_marker(self.job.id, key, produced)
 
-    async def enqueue(self, type_name: str, input: dict[str, Any], *, key: str | None = None,
-                      priority: str | None = None) -> Job:
+    async def enqueue(
+        self, type_name: str, input: dict[str, Any], *, key: str | None = None, priority: str | None = None
+    ) -> Job:
         """Spawn a child job linked to this one."""
         enqueued = await self.engine.enqueue(
-            type_name, input, actor=f"job:{self.job.id}", key=key, priority=priority,
-            owner=self.job.owner, channel=self.job.channel, parent_id=self.job.id,
+            type_name,
+            input,
+            actor=f"job:{self.job.id}",
+            key=key,
+            priority=priority,
+            owner=self.job.owner,
+            channel=self.job.channel,
+            parent_id=self.job.id,
         )
         return enqueued.job
 
@@ -163,8 +177,13 @@ class JobContext:
             return answer_of(decision)
         round_key = key if decision is None else self._next_round_key(key, decision)
         spec = DecisionSpec(
-            key=round_key, question=question, options=[as_option(option) for option in options],
-            default=default, timeout_s=parse_duration_s(timeout), allow_other=allow_other, risk=risk,
+            key=round_key,
+            question=question,
+            options=[as_option(option) for option in options],
+            default=default,
+            timeout_s=parse_duration_s(timeout),
+            allow_other=allow_other,
+            risk=risk,
             answerers=answerers or self.job_type.answerers or AnswererPolicy(),
         )
         if default is not None and default not in [option.value for option in spec.options]:

@@ -40,19 +40,30 @@ def completed(ctx: JobContext, returned: Any) -> RunEnd:
     base = {"job_id": job.id, "run_seq": job.run_seq, "actor": ctx.worker}
     if isinstance(returned, Review):
         spec = DecisionSpec(
-            key=f"review:{job.run_seq}", kind=DecisionKind.REVIEW, question=returned.question,
-            options=REVIEW_OPTIONS, timeout_s=returned.timeout_s,
+            key=f"review:{job.run_seq}",
+            kind=DecisionKind.REVIEW,
+            question=returned.question,
+            options=REVIEW_OPTIONS,
+            timeout_s=returned.timeout_s,
             answerers=ctx.job_type.answerers or AnswererPolicy(),
             details={"summary": returned.summary, "why": returned.why, **returned.details},
         )
         return RunEnd(
-            **base, to_state=JobState.NEEDS_REVIEW, event_kind="proposed", result=_jsonable(returned.proposal),
-            reason=returned.why, decision=spec, decision_channel=ctx.decision_channel,
+            **base,
+            to_state=JobState.NEEDS_REVIEW,
+            event_kind="proposed",
+            result=_jsonable(returned.proposal),
+            reason=returned.why,
+            decision=spec,
+            decision_channel=ctx.decision_channel,
             details={"summary": returned.summary},
         )
     result = _jsonable(returned.result if isinstance(returned, Complete) else returned)
     return RunEnd(
-        **base, to_state=JobState.COMPLETED, event_kind="completed", result=result,
+        **base,
+        to_state=JobState.COMPLETED,
+        event_kind="completed",
+        result=result,
         children=chained_children(ctx, result),
     )
 
@@ -64,13 +75,24 @@ def chained_children(ctx: JobContext, result: Any) -> list[NewJob]:
     for name in ctx.job_type.next:
         payload = result if isinstance(result, dict) else {"result": result}
         try:
-            children.append(ctx.engine.new_job(name, payload, owner=ctx.job.owner, channel=ctx.job.channel,
-                                               parent_id=ctx.job.id))
-        except Exception as exc:  # noqa: BLE001 - any refusal becomes a visible pending child
+            children.append(
+                ctx.engine.new_job(
+                    name, payload, owner=ctx.job.owner, channel=ctx.job.channel, parent_id=ctx.job.id
+                )
+            )
+        except Exception as exc:
             lane = ctx.engine.types.get(name).lane if name in ctx.engine.types else ctx.job.lane
             children.append(
-                NewJob(type=name, lane=lane, input=payload, parent_id=ctx.job.id, owner=ctx.job.owner,
-                       channel=ctx.job.channel, state=JobState.PENDING, reason=_short(f"missing input: {exc}"))
+                NewJob(
+                    type=name,
+                    lane=lane,
+                    input=payload,
+                    parent_id=ctx.job.id,
+                    owner=ctx.job.owner,
+                    channel=ctx.job.channel,
+                    state=JobState.PENDING,
+                    reason=_short(f"missing input: {exc}"),
+                )
             )
     return children
 
@@ -85,7 +107,10 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
     elif isinstance(error, ctx.job_type.fatal_exceptions):
         klass, reason = FailureClass.FATAL, f"{type(error).__name__}: {error}"
     elif isinstance(error, ValidationError):
-        klass, reason = FailureClass.MISSING_INPUT, f"input no longer fits {job.type}: {error.error_count()} errors"
+        klass, reason = (
+            FailureClass.MISSING_INPUT,
+            f"input no longer fits {job.type}: {error.error_count()} errors",
+        )
     else:
         klass, reason = FailureClass.TRANSIENT, f"{type(error).__name__}: {error}"
     reason = _short(reason or klass.value)
@@ -93,22 +118,41 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
     if klass is FailureClass.TRANSIENT:
         failures = job.attempts + 1
         if failures >= job.max_attempts:
-            return RunEnd(**{**common, "event_kind": "retries_exhausted"}, to_state=JobState.DEAD,
-                          spend_attempt=True, details={"attempts": failures})
+            return RunEnd(
+                **{**common, "event_kind": "retries_exhausted"},
+                to_state=JobState.DEAD,
+                spend_attempt=True,
+                details={"attempts": failures},
+            )
         delay_s = ctx.job_type.retry.delay_s(failures)
-        return RunEnd(**common, to_state=JobState.RETRY_SCHEDULED, spend_attempt=True,
-                      run_after=now + timedelta(seconds=delay_s),
-                      details={"attempt": failures, "retry_in_s": round(delay_s, 3)})
+        return RunEnd(
+            **common,
+            to_state=JobState.RETRY_SCHEDULED,
+            spend_attempt=True,
+            run_after=now + timedelta(seconds=delay_s),
+            details={"attempt": failures, "retry_in_s": round(delay_s, 3)},
+        )
     if isinstance(error, RateLimited):
         until = now + timedelta(seconds=error.retry_after_s)
-        return RunEnd(**common, to_state=JobState.READY, run_after=until, lane_cooldown_until=until,
-                      lane=job.lane, details={"retry_after_s": error.retry_after_s})
+        return RunEnd(
+            **common,
+            to_state=JobState.READY,
+            run_after=until,
+            lane_cooldown_until=until,
+            lane=job.lane,
+            details={"retry_after_s": error.retry_after_s},
+        )
     if isinstance(error, BudgetExceeded):
         spec = DecisionSpec(
-            key=f"budget:{job.run_seq}", kind=DecisionKind.BUDGET, question=f"{job.ref} hit its budget: {reason}",
-            options=BUDGET_OPTIONS, timeout_s=BUDGET_DECISION_TIMEOUT_S,
+            key=f"budget:{job.run_seq}",
+            kind=DecisionKind.BUDGET,
+            question=f"{job.ref} hit its budget: {reason}",
+            options=BUDGET_OPTIONS,
+            timeout_s=BUDGET_DECISION_TIMEOUT_S,
         )
-        return RunEnd(**common, to_state=JobState.ESCALATED, decision=spec, decision_channel=ctx.decision_channel)
+        return RunEnd(
+            **common, to_state=JobState.ESCALATED, decision=spec, decision_channel=ctx.decision_channel
+        )
     target = {
         FailureClass.MISSING_INPUT: JobState.PENDING,
         FailureClass.POLICY_BLOCK: JobState.BLOCKED,
@@ -122,12 +166,25 @@ def waiting(ctx: JobContext, spec: DecisionSpec) -> RunEnd:
     """ctx.ask opened a decision: the run ends and the job waits without holding a slot."""
     job = ctx.job
     return RunEnd(
-        job_id=job.id, run_seq=job.run_seq, actor=ctx.worker, to_state=JobState.WAITING_DECISION,
-        event_kind="asked", reason=spec.question, decision=spec, decision_channel=ctx.decision_channel,
+        job_id=job.id,
+        run_seq=job.run_seq,
+        actor=ctx.worker,
+        to_state=JobState.WAITING_DECISION,
+        event_kind="asked",
+        reason=spec.question,
+        decision=spec,
+        decision_channel=ctx.decision_channel,
     )
 
 
 def abandoned(job: Job, worker: str, reason: str) -> RunEnd:
     """The worker shuts down mid-run: the job goes back to ready with no attempt spent."""
-    return RunEnd(job_id=job.id, run_seq=job.run_seq, actor=worker, to_state=JobState.READY,
-                  event_kind="released", reason=reason, run_after=clock.now())
+    return RunEnd(
+        job_id=job.id,
+        run_seq=job.run_seq,
+        actor=worker,
+        to_state=JobState.READY,
+        event_kind="released",
+        reason=reason,
+        run_after=clock.now(),
+    )

@@ -27,8 +27,13 @@ _JOB_REF = re.compile(r"^\s*(?:[Qq]-)?(\d+)\s*$")
 _DECISION_REF = re.compile(r"^\s*(?:[Dd]-)?(\d+)\s*$")
 #: States from which a person may re-queue a job.
 RETRYABLE_STATES = (
-    JobState.DEAD, JobState.EXPIRED, JobState.CANCELLED, JobState.BLOCKED, JobState.ESCALATED,
-    JobState.RETRY_SCHEDULED, JobState.PENDING,
+    JobState.DEAD,
+    JobState.EXPIRED,
+    JobState.CANCELLED,
+    JobState.BLOCKED,
+    JobState.ESCALATED,
+    JobState.RETRY_SCHEDULED,
+    JobState.PENDING,
 )
 
 
@@ -104,7 +109,9 @@ class Engine:
         except ValueError:
             raise InvalidInput(f"priority must be P0, P1 or P2, not {priority!r}") from None
         if job_type.lane not in self.config.lanes:
-            raise InvalidInput(f"job type {type_name!r} uses lane {job_type.lane!r}, which queuebot.toml lacks")
+            raise InvalidInput(
+                f"job type {type_name!r} uses lane {job_type.lane!r}, which queuebot.toml lacks"
+            )
         now = clock.now()
         return NewJob(
             type=job_type.name,
@@ -116,7 +123,9 @@ class Engine:
             idempotency_key=key or None,
             max_attempts=job_type.retry.max_attempts,
             sla_at=now + timedelta(seconds=job_type.sla_s) if job_type.sla_s is not None else None,
-            deadline_at=now + timedelta(seconds=job_type.deadline_s) if job_type.deadline_s is not None else None,
+            deadline_at=now + timedelta(seconds=job_type.deadline_s)
+            if job_type.deadline_s is not None
+            else None,
             parent_id=parent_id,
         )
 
@@ -136,8 +145,9 @@ class Engine:
         dumped: dict[str, Any] = model.model_dump(mode="json")
         return dumped
 
-    async def enqueue(self, type_name: str, input: dict[str, Any] | str, *, actor: str = "cli",
-                      **options: Any) -> Enqueued:
+    async def enqueue(
+        self, type_name: str, input: dict[str, Any] | str, *, actor: str = "cli", **options: Any
+    ) -> Enqueued:
         """Validate and write one job (or find the one with the same idempotency key)."""
         [enqueued] = await self.enqueue_many([self.new_job(type_name, input, **options)], actor=actor)
         return enqueued
@@ -156,8 +166,9 @@ class Engine:
 
     # ---- people acting on work -----------------------------------------------------------------------
 
-    async def answer(self, decision_ref: str | int, value: str, *, actor: str,
-                     comment: str | None = None) -> Answered:
+    async def answer(
+        self, decision_ref: str | int, value: str, *, actor: str, comment: str | None = None
+    ) -> Answered:
         """A person answers a decision; refused (and audited) if the answerer policy does not allow them."""
         decision_id = decision_ref if isinstance(decision_ref, int) else parse_decision_ref(decision_ref)
         decision = await self.store.decisions.get(decision_id)
@@ -186,7 +197,10 @@ class Engine:
         """Stop a job; a running one stops at its next heartbeat."""
         job = await self._operable(job_ref, actor, "cancel")
         return await self.store.jobs.move(
-            job.id, JobState.CANCELLED, actor=actor, reason=reason or f"cancelled by {actor}",
+            job.id,
+            JobState.CANCELLED,
+            actor=actor,
+            reason=reason or f"cancelled by {actor}",
             from_states=sorted(OPEN_STATES),
         )
 
@@ -194,7 +208,11 @@ class Engine:
         """Re-queue a dead, expired, cancelled, blocked, escalated or waiting job with fresh attempts."""
         job = await self._operable(job_ref, actor, "retry")
         moved = await self.store.jobs.move(
-            job.id, JobState.READY, actor=actor, kind="requeued", from_states=RETRYABLE_STATES,
+            job.id,
+            JobState.READY,
+            actor=actor,
+            kind="requeued",
+            from_states=RETRYABLE_STATES,
             values={"attempts": 0, "run_after": clock.now(), "failure_class": None, "result": None},
             reason=None,
         )
@@ -252,6 +270,8 @@ class Engine:
         return StatusView(
             stats=await self.store.jobs.stats(),
             pauses=await self.store.controls.pauses(),
-            cooldowns={lane: until.isoformat() for lane, until in (await self.store.controls.cooldowns()).items()},
+            cooldowns={
+                lane: until.isoformat() for lane, until in (await self.store.controls.cooldowns()).items()
+            },
             spend_today=await self.store.controls.spend_today(),
         )

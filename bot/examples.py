@@ -53,8 +53,12 @@ async def sleep(ctx: JobContext, data: SleepInput) -> dict[str, float]:
     return {"slept_s": data.seconds}
 
 
-@job_type("demo.flaky", input=FlakyInput, lane="normal",
-          retry=Retry(max_attempts=10, base_delay_s=0.2, max_delay_s=2.0))
+@job_type(
+    "demo.flaky",
+    input=FlakyInput,
+    lane="normal",
+    retry=Retry(max_attempts=10, base_delay_s=0.2, max_delay_s=2.0),
+)
 async def flaky(ctx: JobContext, data: FlakyInput) -> dict[str, int]:
     """Fails transiently `fail_times` times, then completes (watch retry_scheduled and backoff)."""
     if ctx.attempt <= data.fail_times:
@@ -76,5 +80,9 @@ async def review(ctx: JobContext, data: ReviewInput) -> Review:
     text = data.text
     for note in ctx.feedback:
         text += f"\n[revised for: {note}]"
-    return Review(proposal=text, summary=f"{len(text)} characters drafted",
-                  why="outgoing text needs a person's approval", question="Send this text?")
+    return Review(
+        proposal=text,
+        summary=f"{len(text)} characters drafted",
+        why="outgoing text needs a person's approval",
+        question="Send this text?",
+    )

@@ -33,8 +33,8 @@ class Retry:
 
     def delay_s(self, failures: int, rng: random.Random | None = None) -> float:
         """The wait before the run after the `failures`-th failure (1-based)."""
-        base = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, failures - 1))
-        spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else 1.0
+        base = min(self.max_delay_s, self.base_delay_s * 2.0 ** max(0, failures - 1))
+        spread: float = (rng or random).uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else 1.0
         return max(0.0, min(self.max_delay_s, base * spread))
 
 
@@ -126,11 +126,22 @@ def job_type(
     def register(handler: Handler) -> Handler:
         (into or registry).add(
             JobType(
-                name=name, handler=handler, input=input, lane=lane, priority=Priority(priority),
+                name=name,
+                handler=handler,
+                input=input,
+                lane=lane,
+                priority=Priority(priority),
                 sla_s=parse_duration_s(sla) if sla is not None else None,
                 deadline_s=parse_duration_s(deadline) if deadline is not None else None,
-                owner=owner, channel=channel, may=frozenset(may), retry=retry, next=tuple(next),
-                budget=budget, cron=cron, answerers=answerers, fatal_exceptions=fatal_exceptions,
+                owner=owner,
+                channel=channel,
+                may=frozenset(may),
+                retry=retry,
+                next=tuple(next),
+                budget=budget,
+                cron=cron,
+                answerers=answerers,
+                fatal_exceptions=fatal_exceptions,
                 description=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else "",
             )
         )
@@ -147,4 +158,3 @@ def load_job_modules(modules: Iterable[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(f"cannot import job module {module!r}: {exc}") from exc
-

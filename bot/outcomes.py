@@ -85,11 +85,11 @@ class BudgetExceeded(JobFailure):
     failure_class = FailureClass.BUDGET_EXCEEDED
 
 
-class JobStopped(Exception):  # noqa: N818 - a signal, not an error
+class JobStopped(Exception):
     """The job was cancelled, paused, expired or reaped while this run held it; the run must end."""
 
 
-class DecisionPending(Exception):  # noqa: N818 - a signal, not an error
+class DecisionPending(Exception):
     """Raised by `ctx.ask` to end the run until the decision is answered (durable decisions)."""
 
     def __init__(self, spec: DecisionSpec) -> None:

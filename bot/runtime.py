@@ -92,10 +92,14 @@ class Worker:
 
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
         """Claim and run jobs until `stop` is set, or until the queue is idle when `until_idle`."""
-        tasks = [asyncio.create_task(self._finisher.run(), name="finisher"),
-                 asyncio.create_task(self._heartbeat_loop(), name="heartbeats")]
-        tasks += [asyncio.create_task(self._lane_loop(lane, slots), name=f"lane:{lane}")
-                  for lane, slots in self.lanes.items()]
+        tasks = [
+            asyncio.create_task(self._finisher.run(), name="finisher"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
+        ]
+        tasks += [
+            asyncio.create_task(self._lane_loop(lane, slots), name=f"lane:{lane}")
+            for lane, slots in self.lanes.items()
+        ]
         waiter = asyncio.create_task(self._wait_for_end(until_idle, stop))
         try:
             await waiter
@@ -112,12 +116,10 @@ class Worker:
                 return
             if until_idle and not self.runs and await self._queue_idle():
                 return
-            waiters = [asyncio.create_task(asyncio.sleep(self.config.poll_interval_s))]
-            if stop is not None:
-                waiters.append(asyncio.create_task(stop.wait()))
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+            if stop is None:
+                await asyncio.sleep(self.config.poll_interval_s)
+            else:
+                await _wait_any(stop, timeout_s=self.config.poll_interval_s)
 
     async def _queue_idle(self) -> bool:
         """Idle: nothing ready or running anywhere, and no retry due within the idle horizon."""
@@ -173,8 +175,15 @@ class Worker:
         try:
             job_type = self.engine.types.get(job.type)
         except UnknownJobType as exc:
-            return RunEnd(job_id=job.id, run_seq=job.run_seq, actor=self.worker_id, to_state=JobState.DEAD,
-                          event_kind="unknown_type", reason=str(exc), failure_class=FailureClass.FATAL)
+            return RunEnd(
+                job_id=job.id,
+                run_seq=job.run_seq,
+                actor=self.worker_id,
+                to_state=JobState.DEAD,
+                event_kind="unknown_type",
+                reason=str(exc),
+                failure_class=FailureClass.FATAL,
+            )
         decisions = await self.engine.store.decisions.for_job(job.id) if job.run_seq > 1 else []
         ctx = JobContext(self.engine, job_type, job, decisions, self.worker_id)
         run.ctx = ctx

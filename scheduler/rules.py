@@ -19,7 +19,9 @@ log = logging.getLogger("queuebot.scheduler")
 
 async def reap_orphaned_jobs(engine: Engine) -> int:
     """Running jobs with a stale heartbeat go back to ready (or dead when out of attempts)."""
-    reaped = await engine.store.scans.reap_orphans(heartbeat_timeout_s=engine.config.worker.heartbeat_timeout_s)
+    reaped = await engine.store.scans.reap_orphans(
+        heartbeat_timeout_s=engine.config.worker.heartbeat_timeout_s
+    )
     for job in reaped:
         log.warning("event=orphan_reaped job=%s state=%s", job.ref, job.state)
         engine.wakeup.notify(job.lane)
@@ -122,8 +124,9 @@ async def enqueue_idle_job(engine: Engine) -> bool:
     last = await engine.store.scans.last_activity()
     if last is None or (clock.now() - last).total_seconds() < idle.after:
         return False
-    enqueued = await engine.enqueue(idle.job_type, idle.input, actor="scheduler",
-                                    key=f"idle:{idle.job_type}:{last.isoformat()}")
+    enqueued = await engine.enqueue(
+        idle.job_type, idle.input, actor="scheduler", key=f"idle:{idle.job_type}:{last.isoformat()}"
+    )
     return enqueued.created
 
 

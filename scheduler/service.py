@@ -35,7 +35,10 @@ class Scheduler:
 
     async def run_once(self) -> dict[str, Any]:
         """Run every rule once, in order (for tests and `work --until-idle`)."""
-        return {name: await self._guarded(name, rule) for name, rule in {**self.tick_rules, **self.slow_rules}.items()}
+        return {
+            name: await self._guarded(name, rule)
+            for name, rule in {**self.tick_rules, **self.slow_rules}.items()
+        }
 
     async def _guarded(self, name: str, rule: Rule) -> Any:
         try:
@@ -48,11 +51,25 @@ class Scheduler:
         config = self.engine.config.scheduler
         scheduler = AsyncIOScheduler(timezone="UTC")
         for name, rule in self.tick_rules.items():
-            scheduler.add_job(self._guarded, IntervalTrigger(seconds=config.tick_s), args=[name, rule], id=name,
-                              max_instances=1, coalesce=True, misfire_grace_time=None)
+            scheduler.add_job(
+                self._guarded,
+                IntervalTrigger(seconds=config.tick_s),
+                args=[name, rule],
+                id=name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         for name, rule in self.slow_rules.items():
-            scheduler.add_job(self._guarded, IntervalTrigger(seconds=config.prune_every_s), args=[name, rule],
-                              id=name, max_instances=1, coalesce=True, misfire_grace_time=None)
+            scheduler.add_job(
+                self._guarded,
+                IntervalTrigger(seconds=config.prune_every_s),
+                args=[name, rule],
+                id=name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         scheduler.start()
         self._scheduler = scheduler
 

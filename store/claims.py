@@ -18,8 +18,8 @@ from store.jobs import insert_jobs
 from store.models import Job, RunEnd
 from store.schema import jobs, lane_cooldowns, pauses
 from store.states import JobState
-from store.transitions import row_to_job, transition
 from store.trail import event_row, insert_events
+from store.transitions import row_to_job, transition
 
 
 class ClaimsRepo:
@@ -75,8 +75,13 @@ class ClaimsRepo:
                 conn,
                 [
                     event_row(
-                        job.id, at=now, actor=worker, kind="claimed", from_state=JobState.READY,
-                        to_state=JobState.RUNNING, details={"run": job.run_seq},
+                        job.id,
+                        at=now,
+                        actor=worker,
+                        kind="claimed",
+                        from_state=JobState.READY,
+                        to_state=JobState.RUNNING,
+                        details={"run": job.run_seq},
                     )
                     for job in claimed
                 ],
@@ -136,7 +141,9 @@ async def _complete_plain(conn: AsyncConnection, ends: Sequence[RunEnd], now: da
             sa.tuple_(jobs.c.id, jobs.c.run_seq).in_([(end.job_id, end.run_seq) for end in ends]),
             jobs.c.state == JobState.RUNNING.value,
         )
-        .values(state=JobState.COMPLETED.value, finished_at=now, updated_at=now, reason=None, failure_class=None)
+        .values(
+            state=JobState.COMPLETED.value, finished_at=now, updated_at=now, reason=None, failure_class=None
+        )
         .returning(jobs.c.id)
     )
     done = {row.id for row in confirmed}
@@ -147,15 +154,22 @@ async def _complete_plain(conn: AsyncConnection, ends: Sequence[RunEnd], now: da
     ]
     if with_result:
         await conn.execute(
-            jobs.update().where(jobs.c.id == sa.bindparam("job_id")).values(result=sa.bindparam("result_value")),
+            jobs.update()
+            .where(jobs.c.id == sa.bindparam("job_id"))
+            .values(result=sa.bindparam("result_value")),
             with_result,
         )
     await insert_events(
         conn,
         [
             event_row(
-                end.job_id, at=now, actor=end.actor, kind=end.event_kind, from_state=JobState.RUNNING,
-                to_state=JobState.COMPLETED, details=end.details,
+                end.job_id,
+                at=now,
+                actor=end.actor,
+                kind=end.event_kind,
+                from_state=JobState.RUNNING,
+                to_state=JobState.COMPLETED,
+                details=end.details,
             )
             for end in ends
             if end.job_id in done
@@ -176,9 +190,18 @@ async def _finish_one(conn: AsyncConnection, end: RunEnd, now: datetime) -> bool
         values["attempts"] = jobs.c.attempts + 1
     try:
         job, _ = await transition(
-            conn, end.job_id, end.to_state, at=now, actor=end.actor, kind=end.event_kind,
-            reason=end.reason, details=end.details, from_states=[JobState.RUNNING], run_seq=end.run_seq,
-            values=values, notifications=end.notifications,
+            conn,
+            end.job_id,
+            end.to_state,
+            at=now,
+            actor=end.actor,
+            kind=end.event_kind,
+            reason=end.reason,
+            details=end.details,
+            from_states=[JobState.RUNNING],
+            run_seq=end.run_seq,
+            values=values,
+            notifications=end.notifications,
         )
     except InvalidTransition:
         return False

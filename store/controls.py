@@ -94,8 +94,16 @@ class ControlsRepo:
                 await insert_events(
                     conn,
                     [
-                        event_row(job_id, at=at, actor=actor, kind="paused", from_state=source,
-                                  to_state=JobState.PAUSED, reason=reason, details={"scope": scope, "name": name})
+                        event_row(
+                            job_id,
+                            at=at,
+                            actor=actor,
+                            kind="paused",
+                            from_state=source,
+                            to_state=JobState.PAUSED,
+                            reason=reason,
+                            details={"scope": scope, "name": name},
+                        )
                         for job_id in ids
                     ],
                 )
@@ -108,7 +116,9 @@ class ControlsRepo:
             await conn.execute(pauses.delete().where(pauses.c.scope == scope, pauses.c.name == name))
             result = await conn.execute(
                 jobs.update()
-                .where(_scope_filter(scope, name), jobs.c.state == JobState.PAUSED.value, ~_covered_by_pause())
+                .where(
+                    _scope_filter(scope, name), jobs.c.state == JobState.PAUSED.value, ~_covered_by_pause()
+                )
                 .values(state=JobState.READY.value, updated_at=at, run_after=at, reason=None)
                 .returning(jobs.c.id, jobs.c.lane)
             )
@@ -116,8 +126,15 @@ class ControlsRepo:
             await insert_events(
                 conn,
                 [
-                    event_row(row.id, at=at, actor=actor, kind="resumed", from_state=JobState.PAUSED,
-                              to_state=JobState.READY, details={"scope": scope, "name": name})
+                    event_row(
+                        row.id,
+                        at=at,
+                        actor=actor,
+                        kind="resumed",
+                        from_state=JobState.PAUSED,
+                        to_state=JobState.READY,
+                        details={"scope": scope, "name": name},
+                    )
                     for row in rows
                 ],
             )
@@ -169,13 +186,16 @@ class ControlsRepo:
         at = clock.now()
         async with self.db.write() as conn:
             await conn.execute(
-                _insert(conn)(markers).values(job_id=job_id, key=key, value=value, at=at).on_conflict_do_nothing()
+                _insert(conn)(markers)
+                .values(job_id=job_id, key=key, value=value, at=at)
+                .on_conflict_do_nothing()
             )
             stored = await conn.scalar(
                 sa.select(markers.c.value).where(markers.c.job_id == job_id, markers.c.key == key)
             )
-            await insert_events(conn, [event_row(job_id, at=at, actor=f"job:{job_id}", kind="once",
-                                                 details={"key": key})])
+            await insert_events(
+                conn, [event_row(job_id, at=at, actor=f"job:{job_id}", kind="once", details={"key": key})]
+            )
         return stored
 
     async def spend(self, job_id: int, job_type: str, usd: float, *, actor: str) -> Spent:

@@ -18,8 +18,8 @@ from store.errors import DecisionClosed, DecisionNotFound, InvalidAnswer
 from store.models import Decision, DecisionOption, DecisionSpec, Job, Notification
 from store.schema import decision_votes, decisions, jobs
 from store.states import AnswerSource, DecisionKind, DecisionState, JobState
-from store.transitions import row_to_job, transition
 from store.trail import event_row, insert_events, insert_notifications
+from store.transitions import row_to_job, transition
 
 #: Free-text answers ("Other…") are kept to what a Slack modal can hold.
 MAX_FREE_TEXT = 3000
@@ -52,8 +52,14 @@ def row_to_decision(row: sa.Row[Any]) -> Decision:
 
 
 async def open_decision(
-    conn: AsyncConnection, job: Job, spec: DecisionSpec, *, at: datetime, channel: str | None,
-    source_state: DecisionState = DecisionState.OPEN, answer: dict[str, Any] | None = None,
+    conn: AsyncConnection,
+    job: Job,
+    spec: DecisionSpec,
+    *,
+    at: datetime,
+    channel: str | None,
+    source_state: DecisionState = DecisionState.OPEN,
+    answer: dict[str, Any] | None = None,
 ) -> Decision:
     """Write a decision for a job (or return the one already under that key) and queue its message."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
@@ -77,15 +83,22 @@ async def open_decision(
     }
     await conn.execute(insert(decisions).values(**values).on_conflict_do_nothing())
     row = (
-        await conn.execute(sa.select(decisions).where(decisions.c.job_id == job.id, decisions.c.key == spec.key))
+        await conn.execute(
+            sa.select(decisions).where(decisions.c.job_id == job.id, decisions.c.key == spec.key)
+        )
     ).one()
     decision = row_to_decision(row)
     await insert_events(
         conn,
         [
             event_row(
-                job.id, at=at, actor=f"job:{job.id}", kind="decision_opened", decision_id=decision.id,
-                reason=spec.question, details={"key": spec.key, "options": decision.option_values},
+                job.id,
+                at=at,
+                actor=f"job:{job.id}",
+                kind="decision_opened",
+                decision_id=decision.id,
+                reason=spec.question,
+                details={"key": spec.key, "options": decision.option_values},
             )
         ],
     )
@@ -94,9 +107,12 @@ async def open_decision(
             conn,
             [
                 Notification(
-                    kind="decision.opened", dedup_key=f"decision:{decision.id}:opened", target=channel,
+                    kind="decision.opened",
+                    dedup_key=f"decision:{decision.id}:opened",
+                    target=channel,
                     payload={"decision_id": decision.id, "job_id": job.id, "kind": decision.kind.value},
-                    job_id=job.id, decision_id=decision.id,
+                    job_id=job.id,
+                    decision_id=decision.id,
                 )
             ],
             at,
@@ -155,7 +171,12 @@ class DecisionsRepo:
         at = clock.now()
         async with self.db.write() as conn:
             return await open_decision(
-                conn, job, spec, at=at, channel=channel, source_state=DecisionState.ANSWERED,
+                conn,
+                job,
+                spec,
+                at=at,
+                channel=channel,
+                source_state=DecisionState.ANSWERED,
                 answer={
                     "answer": value,
                     "answered_by": f"rule:{rule}",
@@ -177,7 +198,9 @@ class DecisionsRepo:
         DecisionClosed naming who answered what. With a quorum, a vote counts until enough agree."""
         at = clock.now()
         async with self.db.write() as conn:
-            return await answer_in(conn, decision_id, value, actor=actor, source=source, comment=comment, at=at)
+            return await answer_in(
+                conn, decision_id, value, actor=actor, source=source, comment=comment, at=at
+            )
 
     async def expire_due(self, *, limit: int = 200) -> list[Answered]:
         """Close decisions past their timeout: with a default the default is recorded as the answer
@@ -200,8 +223,13 @@ class DecisionsRepo:
                 if decision.default is not None:
                     outcomes.append(
                         await answer_in(
-                            conn, decision_id, decision.default, actor="timeout",
-                            source=AnswerSource.TIMEOUT_DEFAULT, comment=None, at=at,
+                            conn,
+                            decision_id,
+                            decision.default,
+                            actor="timeout",
+                            source=AnswerSource.TIMEOUT_DEFAULT,
+                            comment=None,
+                            at=at,
                         )
                     )
                 else:
@@ -245,8 +273,12 @@ async def answer_in(
         decisions.update()
         .where(decisions.c.id == decision_id, decisions.c.state == DecisionState.OPEN.value)
         .values(
-            state=DecisionState.ANSWERED.value, answer=value, comment=comment, answered_by=actor,
-            answer_source=source.value, answered_at=at,
+            state=DecisionState.ANSWERED.value,
+            answer=value,
+            comment=comment,
+            answered_by=actor,
+            answer_source=source.value,
+            answered_at=at,
         )
         .returning(*decisions.c)
     )
@@ -258,8 +290,13 @@ async def answer_in(
         conn,
         [
             event_row(
-                decision.job_id, at=at, actor=actor, kind="decision_answered", decision_id=decision.id,
-                reason=comment, details={"answer": value, "source": source.value},
+                decision.job_id,
+                at=at,
+                actor=actor,
+                kind="decision_answered",
+                decision_id=decision.id,
+                reason=comment,
+                details={"answer": value, "source": source.value},
             )
         ],
     )
@@ -270,10 +307,18 @@ async def answer_in(
 
 def _closed_note(decision: Decision) -> Notification:
     return Notification(
-        kind="decision.closed", dedup_key=f"decision:{decision.id}:closed", target=decision.channel,
-        payload={"decision_id": decision.id, "state": decision.state.value, "answer": decision.answer,
-                 "answered_by": decision.answered_by, "source": decision.answer_source},
-        job_id=decision.job_id, decision_id=decision.id,
+        kind="decision.closed",
+        dedup_key=f"decision:{decision.id}:closed",
+        target=decision.channel,
+        payload={
+            "decision_id": decision.id,
+            "state": decision.state.value,
+            "answer": decision.answer,
+            "answered_by": decision.answered_by,
+            "source": decision.answer_source,
+        },
+        job_id=decision.job_id,
+        decision_id=decision.id,
     )
 
 
@@ -281,12 +326,22 @@ async def _vote(conn: AsyncConnection, decision: Decision, voter: str, value: st
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = insert(decision_votes).values(decision_id=decision.id, voter=voter, value=value, at=at)
     await conn.execute(
-        statement.on_conflict_do_update(index_elements=["decision_id", "voter"], set_={"value": value, "at": at})
+        statement.on_conflict_do_update(
+            index_elements=["decision_id", "voter"], set_={"value": value, "at": at}
+        )
     )
     await insert_events(
         conn,
-        [event_row(decision.job_id, at=at, actor=voter, kind="decision_vote", decision_id=decision.id,
-                   details={"answer": value})],
+        [
+            event_row(
+                decision.job_id,
+                at=at,
+                actor=voter,
+                kind="decision_vote",
+                decision_id=decision.id,
+                details={"answer": value},
+            )
+        ],
     )
     count = await conn.scalar(
         sa.select(sa.func.count())
@@ -303,8 +358,15 @@ async def _apply_answer(conn: AsyncConnection, decision: Decision, at: datetime)
     moved: Job | None = None
     if decision.kind is DecisionKind.ASK and job.state is JobState.WAITING_DECISION:
         moved, _ = await transition(
-            conn, job.id, JobState.READY, at=at, actor=actor, kind="resumed", decision_id=decision.id,
-            from_states=[JobState.WAITING_DECISION], values={"run_after": at},
+            conn,
+            job.id,
+            JobState.READY,
+            at=at,
+            actor=actor,
+            kind="resumed",
+            decision_id=decision.id,
+            from_states=[JobState.WAITING_DECISION],
+            values={"run_after": at},
         )
     elif decision.kind is DecisionKind.REVIEW and job.state is JobState.NEEDS_REVIEW:
         moved = await _apply_review(conn, decision, job, actor, at)
@@ -312,13 +374,24 @@ async def _apply_answer(conn: AsyncConnection, decision: Decision, at: datetime)
         if decision.answer == RAISE:
             raised = max(job.budget_usd or 0.0, job.spend_usd) * 2 or 1.0
             moved, _ = await transition(
-                conn, job.id, JobState.READY, at=at, actor=actor, kind="budget_raised",
-                decision_id=decision.id, values={"budget_usd": raised, "run_after": at},
+                conn,
+                job.id,
+                JobState.READY,
+                at=at,
+                actor=actor,
+                kind="budget_raised",
+                decision_id=decision.id,
+                values={"budget_usd": raised, "run_after": at},
                 details={"budget_usd": raised},
             )
         else:
             moved, _ = await transition(
-                conn, job.id, JobState.CANCELLED, at=at, actor=actor, decision_id=decision.id,
+                conn,
+                job.id,
+                JobState.CANCELLED,
+                at=at,
+                actor=actor,
+                decision_id=decision.id,
                 reason="stopped at its budget",
             )
     return moved or job
@@ -331,14 +404,25 @@ async def _apply_review(conn: AsyncConnection, decision: Decision, job: Job, act
         )
     elif decision.answer == REJECT:
         moved, _ = await transition(
-            conn, job.id, JobState.REJECTED, at=at, actor=actor, decision_id=decision.id,
+            conn,
+            job.id,
+            JobState.REJECTED,
+            at=at,
+            actor=actor,
+            decision_id=decision.id,
             reason=decision.comment or "rejected in review",
         )
     else:
         feedback = [*job.feedback, decision.comment or decision.answer or ""]
         moved, _ = await transition(
-            conn, job.id, JobState.READY, at=at, actor=actor, kind="changes_requested",
-            decision_id=decision.id, reason=decision.comment,
+            conn,
+            job.id,
+            JobState.READY,
+            at=at,
+            actor=actor,
+            kind="changes_requested",
+            decision_id=decision.id,
+            reason=decision.comment,
             values={"feedback": feedback, "run_after": at, "result": None},
         )
     return moved
@@ -353,13 +437,23 @@ async def _expire(conn: AsyncConnection, decision: Decision, at: datetime) -> An
     )
     decision = row_to_decision(closed.one())
     await insert_events(
-        conn, [event_row(decision.job_id, at=at, actor="timeout", kind="decision_expired", decision_id=decision.id)]
+        conn,
+        [
+            event_row(
+                decision.job_id, at=at, actor="timeout", kind="decision_expired", decision_id=decision.id
+            )
+        ],
     )
     await insert_notifications(conn, [_closed_note(decision)], at)
     job = await _job(conn, decision.job_id)
     if job.state in (JobState.WAITING_DECISION, JobState.NEEDS_REVIEW):
         job, _ = await transition(
-            conn, job.id, JobState.ESCALATED, at=at, actor="timeout", decision_id=decision.id,
+            conn,
+            job.id,
+            JobState.ESCALATED,
+            at=at,
+            actor="timeout",
+            decision_id=decision.id,
             reason=f"{decision.ref} timed out with no default",
         )
     return Answered(decision=decision, job=job)

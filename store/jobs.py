@@ -1,4 +1,4 @@
-"""Writing and reading jobs: enqueue with idempotency keys, look-ups, human transitions, the board's counts."""
+"""Writing and reading jobs: enqueue with idempotency keys, look-ups, human transitions, board counts."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from store.errors import JobNotFound
 from store.models import Event, Job, NewJob
 from store.schema import jobs
 from store.states import OPEN_STATES, JobState
-from store.transitions import row_to_job, transition
 from store.trail import event_row, insert_events, read_events
+from store.transitions import row_to_job, transition
 
 #: The channel other replicas LISTEN on to learn of new ready work.
 NOTIFY_CHANNEL = "queuebot_jobs"
@@ -125,7 +125,12 @@ async def insert_jobs(
         conn,
         [
             event_row(
-                job.id, at=at, actor=actor, kind="enqueued", to_state=job.state, reason=job.reason,
+                job.id,
+                at=at,
+                actor=actor,
+                kind="enqueued",
+                to_state=job.state,
+                reason=job.reason,
                 details={"parent": job.parent_id} if job.parent_id else None,
             )
             for job in created
@@ -194,19 +199,32 @@ class JobsRepo:
         """A person's or a rule's transition (cancel, retry, pause, resume…)."""
         async with self.db.write() as conn:
             job, _ = await transition(
-                conn, job_id, to, at=clock.now(), actor=actor, reason=reason, from_states=from_states,
-                values=values, kind=kind,
+                conn,
+                job_id,
+                to,
+                at=clock.now(),
+                actor=actor,
+                reason=reason,
+                from_states=from_states,
+                values=values,
+                kind=kind,
             )
             return job
 
     async def add_event(
-        self, job_id: int, *, actor: str, kind: str, reason: str | None = None,
+        self,
+        job_id: int,
+        *,
+        actor: str,
+        kind: str,
+        reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
         """Append to a job's trail without changing its state (evidence, audits, denials)."""
         async with self.db.write() as conn:
             await insert_events(
-                conn, [event_row(job_id, at=clock.now(), actor=actor, kind=kind, reason=reason, details=details)]
+                conn,
+                [event_row(job_id, at=clock.now(), actor=actor, kind=kind, reason=reason, details=details)],
             )
 
     async def acknowledge(self, job_id: int, *, actor: str) -> Job:
@@ -254,8 +272,5 @@ class JobsRepo:
             for state, lane, count in by_state_lane:
                 states[state] += count
                 lanes.setdefault(lane, {})[state] = count
-            oldest_s = {
-                state: max(0.0, (now - since).total_seconds()) for state, since in oldest if since
-            }
+            oldest_s = {state: max(0.0, (now - since).total_seconds()) for state, since in oldest if since}
         return BoardStats(states=states, lanes=lanes, oldest_waiting_s=oldest_s, sla_breaches=breaches or 0)
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from math import floor
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
@@ -18,8 +19,8 @@ from store.jobs import NOTIFY_CHANNEL
 from store.models import Job, Notification
 from store.schema import decisions, events, jobs, markers, outbox
 from store.states import OPEN_STATES, TERMINAL_STATES, JobState
-from store.transitions import row_to_job, transition
 from store.trail import event_row, insert_events, insert_notifications
+from store.transitions import row_to_job, transition
 
 
 class Ladder(BaseModel):
@@ -53,7 +54,7 @@ class ScansRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _pick(self, query: sa.Select[tuple[int]]) -> sa.Select[tuple[int]]:
+    def _pick(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True) if self.db.is_postgres else query
 
     async def reap_orphans(self, *, heartbeat_timeout_s: float, limit: int = 500) -> list[Job]:
@@ -74,8 +75,14 @@ class ScansRepo:
                 target = JobState.DEAD if out_of_attempts else JobState.READY
                 try:
                     moved, _ = await transition(
-                        conn, job.id, target, at=now, actor="reaper", kind="reaped",
-                        reason=f"worker {job.claimed_by} stopped heartbeating", run_seq=job.run_seq,
+                        conn,
+                        job.id,
+                        target,
+                        at=now,
+                        actor="reaper",
+                        kind="reaped",
+                        reason=f"worker {job.claimed_by} stopped heartbeating",
+                        run_seq=job.run_seq,
                         from_states=[JobState.RUNNING],
                         values={"attempts": job.attempts + 1, "run_after": now, "failure_class": "transient"},
                     )
@@ -104,8 +111,14 @@ class ScansRepo:
             await insert_events(
                 conn,
                 [
-                    event_row(row.id, at=now, actor="scheduler", kind="retry_due",
-                              from_state=JobState.RETRY_SCHEDULED, to_state=JobState.READY)
+                    event_row(
+                        row.id,
+                        at=now,
+                        actor="scheduler",
+                        kind="retry_due",
+                        from_state=JobState.RETRY_SCHEDULED,
+                        to_state=JobState.READY,
+                    )
                     for row in rows
                 ],
             )
@@ -123,10 +136,15 @@ class ScansRepo:
         )
         expired: list[Job] = []
         async with self.db.write() as conn:
-            for job_id in (await conn.execute(pick)).scalars().all():
+            for job_id in list((await conn.execute(pick)).scalars()):
                 try:
                     job, _ = await transition(
-                        conn, job_id, JobState.EXPIRED, at=now, actor="scheduler", reason="deadline passed",
+                        conn,
+                        job_id,
+                        JobState.EXPIRED,
+                        at=now,
+                        actor="scheduler",
+                        reason="deadline passed",
                         values={"claimed_by": None},
                     )
                 except InvalidTransition:
@@ -139,7 +157,9 @@ class ScansRepo:
         job, level and person); acknowledging stops it."""
         now = clock.now()
         pick = self._pick(
-            sa.select(jobs.c.id).where(jobs.c.sla_next_at.is_not(None), jobs.c.sla_next_at <= now).limit(limit)
+            sa.select(jobs.c.id)
+            .where(jobs.c.sla_next_at.is_not(None), jobs.c.sla_next_at <= now)
+            .limit(limit)
         )
         notified = 0
         async with self.db.write() as conn:
@@ -155,12 +175,16 @@ class ScansRepo:
         terminal = [s.value for s in TERMINAL_STATES]
         async with self.db.write() as conn:
             ids = (
-                await conn.execute(
-                    sa.select(jobs.c.id)
-                    .where(jobs.c.state.in_(terminal), jobs.c.finished_at < before)
-                    .limit(limit)
+                (
+                    await conn.execute(
+                        sa.select(jobs.c.id)
+                        .where(jobs.c.state.in_(terminal), jobs.c.finished_at < before)
+                        .limit(limit)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             if not ids:
                 return 0
             for table in (events, markers, outbox):
@@ -186,10 +210,12 @@ class ScansRepo:
         async with self.db.read() as conn:
             busy = await conn.scalar(
                 sa.select(sa.func.min(jobs.c.run_after)).where(
-                    jobs.c.state.in_([JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value])
+                    jobs.c.state.in_(
+                        [JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value]
+                    )
                 )
             )
-        return busy
+        return busy if isinstance(busy, datetime) else None
 
 
 async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime) -> int:
@@ -202,7 +228,9 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
     next_at = job.sla_at + timedelta(seconds=next_after) if next_after is not None else None
     if due <= job.sla_level:
         await conn.execute(
-            jobs.update().where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level).values(sla_next_at=next_at)
+            jobs.update()
+            .where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level)
+            .values(sla_next_at=next_at)
         )
         return 0
     claimed = await conn.execute(
@@ -216,13 +244,27 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
     targets = ladder.targets(due)
     await insert_events(
         conn,
-        [event_row(job.id, at=now, actor="scheduler", kind="sla_escalated",
-                   details={"level": due, "notify": targets, "overdue_s": round(overdue_s, 1)})],
+        [
+            event_row(
+                job.id,
+                at=now,
+                actor="scheduler",
+                kind="sla_escalated",
+                details={"level": due, "notify": targets, "overdue_s": round(overdue_s, 1)},
+            )
+        ],
     )
     notes = [
         Notification(
-            kind="sla.level", dedup_key=f"sla:{job.id}:{due}:{target}", target=target,
-            payload={"job_id": job.id, "level": due, "state": job.state.value, "overdue_s": round(overdue_s, 1)},
+            kind="sla.level",
+            dedup_key=f"sla:{job.id}:{due}:{target}",
+            target=target,
+            payload={
+                "job_id": job.id,
+                "level": due,
+                "state": job.state.value,
+                "overdue_s": round(overdue_s, 1),
+            },
             job_id=job.id,
         )
         for target in targets

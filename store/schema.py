@@ -104,7 +104,9 @@ sa.Index(
 )
 sa.Index("ix_jobs_running_heartbeat", jobs.c.heartbeat_at, **_partial(f"state = '{JobState.RUNNING.value}'"))
 sa.Index("ix_jobs_retry_due", jobs.c.run_after, **_partial(f"state = '{JobState.RETRY_SCHEDULED.value}'"))
-sa.Index("ix_jobs_open_deadline", jobs.c.deadline_at, **_partial(f"deadline_at IS NOT NULL AND {OPEN_CLAUSE}"))
+sa.Index(
+    "ix_jobs_open_deadline", jobs.c.deadline_at, **_partial(f"deadline_at IS NOT NULL AND {OPEN_CLAUSE}")
+)
 sa.Index("ix_jobs_sla_next", jobs.c.sla_next_at, **_partial("sla_next_at IS NOT NULL"))
 sa.Index("ix_jobs_open_sla", jobs.c.sla_at, **_partial(f"sla_at IS NOT NULL AND {OPEN_CLAUSE}"))
 sa.Index("ix_jobs_open_state", jobs.c.state, jobs.c.lane, jobs.c.created_at, **_partial(OPEN_CLAUSE))

@@ -46,15 +46,21 @@ def standard_notifications(job: Job, at: datetime) -> list[Notification]:
     if job.state in ATTENTION_STATES and job.owner:
         notes.append(
             Notification(
-                kind="job.attention", dedup_key=f"job:{job.id}:attention:{stamp}", target=job.owner,
-                payload=payload, job_id=job.id,
+                kind="job.attention",
+                dedup_key=f"job:{job.id}:attention:{stamp}",
+                target=job.owner,
+                payload=payload,
+                job_id=job.id,
             )
         )
     if job.state in TERMINAL_STATES and job.channel:
         notes.append(
             Notification(
-                kind="job.finished", dedup_key=f"job:{job.id}:finished:{stamp}", target=job.channel,
-                payload=payload, job_id=job.id,
+                kind="job.finished",
+                dedup_key=f"job:{job.id}:finished:{stamp}",
+                target=job.channel,
+                payload=payload,
+                job_id=job.id,
             )
         )
     return notes
@@ -80,9 +86,12 @@ async def close_open_decisions(conn: AsyncConnection, job_id: int, *, at: dateti
         conn,
         [
             Notification(
-                kind="decision.closed", dedup_key=f"decision:{row.id}:closed", target=row.channel,
+                kind="decision.closed",
+                dedup_key=f"decision:{row.id}:closed",
+                target=row.channel,
                 payload={"decision_id": row.id, "state": DecisionState.CANCELLED.value},
-                job_id=job_id, decision_id=row.id,
+                job_id=job_id,
+                decision_id=row.id,
             )
             for row in rows
         ],
@@ -106,8 +115,9 @@ async def transition(
     notifications: Sequence[Notification] = (),
     decision_id: int | None = None,
 ) -> tuple[Job, JobState]:
-    """Move a job to `to` if the table allows it from its current state (narrowed by `from_states`, and by
-    `run_seq` for a worker's own run). Raises InvalidTransition otherwise. Returns the job and its old state."""
+    """Move a job to `to` if the table allows it from its current state (narrowed by `from_states`, and
+    by `run_seq` for a worker's own run). Raises InvalidTransition otherwise. Returns the job and its old
+    state."""
     allowed = sources_of(to) if from_states is None else sources_of(to) & frozenset(from_states)
     current, current_seq = await lock_job_state(conn, job_id)
     if current not in allowed or (run_seq is not None and current_seq != run_seq):
@@ -133,8 +143,15 @@ async def transition(
         conn,
         [
             event_row(
-                job_id, at=at, actor=actor, kind=kind or to.value, from_state=current, to_state=to,
-                reason=reason, details=details, decision_id=decision_id,
+                job_id,
+                at=at,
+                actor=actor,
+                kind=kind or to.value,
+                from_state=current,
+                to_state=to,
+                reason=reason,
+                details=details,
+                decision_id=decision_id,
             )
         ],
     )

@@ -107,8 +107,9 @@ async def store(
 def fast_config(**overrides: object) -> Config:
     """A config whose workers poll and heartbeat quickly, so tests finish fast."""
     values: dict[str, object] = {
-        "worker": WorkerConfig(poll_interval_s=0.05, heartbeat_interval_s=0.1, heartbeat_timeout_s=5,
-                               idle_horizon_s=10),
+        "worker": WorkerConfig(
+            poll_interval_s=0.05, heartbeat_interval_s=0.1, heartbeat_timeout_s=5, idle_horizon_s=10
+        ),
         "scheduler": SchedulerConfig(tick_s=0.1),
         "lanes": {"fast": 8, "normal": 4, "heavy": 2},
     }

@@ -37,8 +37,9 @@ async def drain(engine: Engine, *, rules: bool = True, timeout_s: float = SETTLE
     return worker
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, timeout_s: float = SETTLE_TIMEOUT_S,
-                   interval_s: float = 0.02) -> None:
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, timeout_s: float = SETTLE_TIMEOUT_S, interval_s: float = 0.02
+) -> None:
     """Poll until `condition` holds; fail with a timeout otherwise."""
     deadline = time.monotonic() + timeout_s
     while not await condition():
@@ -47,8 +48,9 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, timeout_s: float
         await asyncio.sleep(interval_s)
 
 
-async def wait_for_state(engine: Engine, job_id: int, state: JobState,
-                         timeout_s: float = SETTLE_TIMEOUT_S) -> Job:
+async def wait_for_state(
+    engine: Engine, job_id: int, state: JobState, timeout_s: float = SETTLE_TIMEOUT_S
+) -> Job:
     async def reached() -> bool:
         return (await engine.store.jobs.get(job_id)).state is state
 

@@ -317,7 +317,11 @@ def downgrade() -> None:
                 "state NOT IN ('cancelled', 'completed', 'dead', 'expired', 'rejected')"
             ),
         )
-        batch_op.drop_index("ix_jobs_sla_next", sqlite_where=sa.text("sla_next_at IS NOT NULL"), postgresql_where=sa.text("sla_next_at IS NOT NULL"))
+        batch_op.drop_index(
+            "ix_jobs_sla_next",
+            sqlite_where=sa.text("sla_next_at IS NOT NULL"),
+            postgresql_where=sa.text("sla_next_at IS NOT NULL"),
+        )
         batch_op.drop_index(
             "ix_jobs_open_sla",
             sqlite_where=sa.text(
