@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -23,14 +23,21 @@ T = TypeVar("T")
 
 
 def _database_hint(exc: BaseException) -> str:
-    url = Settings().database_url
-    safe = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    try:
+        safe = sqlalchemy.engine.make_url(Settings().database_url).render_as_string(hide_password=True)
+    except (QueuebotError, sqlalchemy.exc.ArgumentError, ValueError):
+        safe = "DATABASE_URL"
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return f"cannot use the database at {safe}: {text}"
 
 
-def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+def _one_line(text: str) -> str:
+    """Errors are one line on stderr, whatever the message they wrap."""
+    return " ".join(text.split()) or "failed"
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run a coroutine command, turning every expected failure into one line and exit status 1."""
 
     @wraps(fn)
@@ -38,10 +45,10 @@ def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         try:
             return asyncio.run(fn(*args, **kwargs))
         except QueuebotError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_one_line(str(exc))) from None
         except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
                 sqlalchemy.exc.DBAPIError) as exc:
-            raise click.ClickException(_database_hint(exc)) from None
+            raise click.ClickException(_one_line(_database_hint(exc))) from None
 
     return wrapper
 
@@ -266,12 +273,35 @@ def types() -> None:
     try:
         app.load()
     except QueuebotError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_one_line(str(exc))) from None
     from bot.jobtypes import registry
 
     for job_type in registry:
         click.echo(f"{job_type.name:<16} lane {job_type.lane:<7} {job_type.description}")
 
 
+#: A bare `queuebot` shows the help (click 8.2+ raises this UsageError for it; 8.1 exits 0 instead).
+_HELP_FOR_NO_ARGS: tuple[type[Exception], ...] = tuple(
+    cls for cls in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if cls is not None
+)
+
+
 def main() -> None:
-    cli(prog_name="queuebot")
+    """The console script: every error, a usage error included, is one line on stderr."""
+    try:
+        code = cli.main(prog_name="queuebot", standalone_mode=False)
+    except _HELP_FOR_NO_ARGS as exc:
+        assert isinstance(exc, click.UsageError)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "queuebot"
+        click.echo(f"Error: {_one_line(exc.format_message())} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -6,7 +6,8 @@ The agent writes one JSON object per line on stdout, each with a "type":
   result {result, review?: {summary, why, question}}
 Answers go back as {"type": "decision_response", decision_id, answer, answered_by, source} on its stdin in
 held mode (the slot stays held while it waits); in durable mode the run ends and the command runs again
-later with every answer so far in QUEUEBOT_ANSWERS (a JSON object by decision_id), so no process waits."""
+later with every answer so far in QUEUEBOT_ANSWERS (a JSON object by decision_id), so no process waits.
+The agent runs in its own process group, so ending a run also ends whatever it started."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from bot.context import JobContext, answer_of, as_option
+from bot.context import DEFAULT_DECISION_TIMEOUT_S, JobContext, answer_of, as_option
+from bot.endings import MAX_REASON_CHARS
 from bot.jobtypes import job_type
 from bot.outcomes import Ambiguous, Complete, RateLimited, Review, TransientError
 from store.models import Answer, AnswererPolicy, DecisionSpec
@@ -29,8 +32,10 @@ log = logging.getLogger("queuebot.command")
 
 #: How often a held run looks for the answer to its open decision.
 HELD_POLL_INTERVAL_S = 0.25
-#: Kept from stderr for the failure reason.
+#: Kept from stderr for the failure reason (which is capped at MAX_REASON_CHARS as a whole).
 STDERR_TAIL_CHARS = 2000
+#: After the agent is killed, how long to wait for stderr to close (a stray process may hold it open).
+STDERR_DRAIN_TIMEOUT_S = 5.0
 #: A line longer than this is not a protocol message.
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
@@ -73,8 +78,13 @@ class _Session:
         if kind == "progress":
             await ctx.progress(str(message.get("message", "")))
         elif kind == "evidence":
-            details = message.get("details") if isinstance(message.get("details"), dict) else {}
-            await ctx.evidence(str(message.get("summary", "")), **details)
+            details = message.get("details")
+            # Written as ctx.evidence does, but without **details: the agent's details may use any key,
+            # "summary" included, which as a keyword would clash with ctx.evidence's own parameter.
+            await ctx.store.jobs.add_event(
+                ctx.job.id, actor=ctx.actor, kind="evidence", reason=str(message.get("summary", "")),
+                details=details if isinstance(details, dict) and details else None,
+            )
         elif kind == "cost":
             await ctx.spend(float(message.get("usd", 0.0)))
         elif kind == "rate_limit":
@@ -82,8 +92,10 @@ class _Session:
         elif kind == "decision_request":
             answer = await self.decide(message)
             assert proc.stdin is not None
-            proc.stdin.write(_answer_message(str(message["decision_id"]), answer))
-            await proc.stdin.drain()
+            # An agent that exited (or closed stdin) after asking simply does not get the answer this run.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(_answer_message(str(message["decision_id"]), answer))
+                await proc.stdin.drain()
         elif kind == "result":
             self.result, self.has_result = message.get("result"), True
             review = message.get("review")
@@ -94,9 +106,14 @@ class _Session:
     async def decide(self, message: dict[str, Any]) -> Answer:
         key = f"cmd:{message['decision_id']}"
         options = message.get("options") or ["yes", "no"]
+        default = message.get("default")
+        if default is not None and default not in [as_option(option).value for option in options]:
+            # checked before anything is opened: a default no answer can take would break its timeout
+            raise ValueError(f"default {default!r} is not one of the options")
+        timeout = message.get("timeout_seconds")
         kwargs: dict[str, Any] = {
-            "default": message.get("default"),
-            "timeout": float(message.get("timeout_seconds", 1800)),
+            "default": default,
+            "timeout": float(timeout) if timeout is not None else DEFAULT_DECISION_TIMEOUT_S,
             "allow_other": bool(message.get("allow_other", False)),
         }
         if self.data.mode == "durable":
@@ -104,10 +121,18 @@ class _Session:
         return await self.wait_held(key, str(message.get("question", "")), options, kwargs)
 
     async def wait_held(self, key: str, question: str, options: list[Any], kwargs: dict[str, Any]) -> Answer:
-        """Open the decision and wait for it with the process alive, heartbeating meanwhile."""
+        """Open the decision (or find this job's earlier round of it) and wait for the answer with the
+        process alive, heartbeating meanwhile. Like ctx.ask, a round that expired or was cancelled is asked
+        again under a new round key, and an answered one is answered again at once (a rerun)."""
         ctx = self.ctx
+        rounds = [d for d in await ctx.store.decisions.for_job(ctx.job.id)
+                  if d.key == key or d.key.startswith(f"{key}#")]
+        latest = rounds[-1] if rounds else None
+        if latest is not None and latest.state is DecisionState.ANSWERED:
+            return answer_of(latest)
+        round_key = key if latest is None else JobContext._next_round_key(key, latest)
         spec = DecisionSpec(
-            key=key, question=question, options=[as_option(option) for option in options],
+            key=round_key, question=question, options=[as_option(option) for option in options],
             default=kwargs["default"], timeout_s=kwargs["timeout"], allow_other=kwargs["allow_other"],
             answerers=ctx.job_type.answerers or AnswererPolicy(),
         )
@@ -122,20 +147,51 @@ class _Session:
 
 
 async def _answers_so_far(ctx: JobContext) -> dict[str, Any]:
-    decisions = await ctx.store.decisions.for_job(ctx.job.id)
+    """Answered decisions by the agent's own decision_id: a round asked again after its first round expired
+    (key `cmd:<id>#2`) is still the answer to `<id>`."""
+    decisions = await ctx.store.decisions.for_job(ctx.job.id)  # oldest first: a later round wins
     return {
-        d.key.removeprefix("cmd:"): {"answer": d.answer, "answered_by": d.answered_by,
-                                     "source": d.answer_source.value if d.answer_source else None}
+        d.key.removeprefix("cmd:").partition("#")[0]: {
+            "answer": d.answer, "answered_by": d.answered_by,
+            "source": d.answer_source.value if d.answer_source else None,
+        }
         for d in decisions
         if d.key.startswith("cmd:") and d.state is DecisionState.ANSWERED
     }
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Kill the agent and everything in its process group while its pid is still ours (not yet reaped)."""
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if hasattr(os, "killpg"):
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
         await proc.wait()
+
+
+async def _tail(stream: asyncio.StreamReader, keep: int) -> str:
+    """Read a stream to its end, keeping only its last `keep` characters."""
+    tail = b""
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-keep * 4:]  # up to 4 bytes per character
+    return tail.decode(errors="replace")[-keep:]
+
+
+async def _stderr_tail(task: asyncio.Task[str]) -> str:
+    try:
+        return await asyncio.wait_for(task, STDERR_DRAIN_TIMEOUT_S)
+    except TimeoutError:
+        return "(stderr still held open by another process)"
+
+
+def _exit_reason(program: str, returncode: int, stderr: str) -> str:
+    """The failure reason, with as much of stderr's end as fits under the reason cap."""
+    head = f"{program} exited with {returncode}: "
+    text = stderr.strip() or "no stderr"
+    room = max(0, MAX_REASON_CHARS - len(head))
+    return head + (text if len(text) <= room else "…" + text[len(text) - room + 1:])
 
 
 @job_type("command", input=CommandInput, lane="heavy", answerers=AnswererPolicy())
@@ -146,12 +202,12 @@ async def command(ctx: JobContext, data: CommandInput) -> Any:
         proc = await asyncio.create_subprocess_exec(
             *data.argv, cwd=data.cwd, env=session.environment(await _answers_so_far(ctx)),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            limit=MAX_LINE_BYTES,
+            limit=MAX_LINE_BYTES, start_new_session=hasattr(os, "killpg"),
         )
     except OSError as exc:
         raise TransientError(f"cannot start {data.argv[0]}: {exc.strerror or exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None
-    stderr_task = asyncio.create_task(proc.stderr.read())
+    stderr_task = asyncio.create_task(_tail(proc.stderr, STDERR_TAIL_CHARS))
     try:
         while line := await proc.stdout.readline():
             text = line.decode(errors="replace").strip()
@@ -168,9 +224,9 @@ async def command(ctx: JobContext, data: CommandInput) -> Any:
         returncode = await proc.wait()
     finally:
         await _stop(proc)
-        stderr = (await stderr_task).decode(errors="replace")[-STDERR_TAIL_CHARS:]
+        stderr = await _stderr_tail(stderr_task)
     if returncode != 0:
-        raise TransientError(f"{data.argv[0]} exited with {returncode}: {stderr.strip() or 'no stderr'}")
+        raise TransientError(_exit_reason(data.argv[0], returncode, stderr))
     if not session.has_result:
         raise TransientError(f"{data.argv[0]} exited without a result message")
     if session.review is not None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.durations import parse_duration_s
 from store.errors import ConfigError
@@ -16,6 +27,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///queuebot.db"
 DEFAULT_CONFIG_FILE = "queuebot.toml"
 
 Seconds = Annotated[float, BeforeValidator(parse_duration_s)]
+#: An interval that must not be zero (a zero poll or tick would spin, or be silently replaced).
+PositiveSeconds = Annotated[float, BeforeValidator(parse_duration_s), Field(gt=0)]
 
 
 class Settings(BaseSettings):
@@ -30,6 +43,24 @@ class Settings(BaseSettings):
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     port: int = 3000
+
+    def __init__(self, **values: Any) -> None:
+        """Read the environment; a malformed variable is a ConfigError naming it, not a traceback."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, env=True)) from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, url: str) -> str:
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError):
+            shown = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)  # never echo a password
+            raise ValueError(f"{shown!r} is not a database URL (e.g. sqlite:///queuebot.db or "
+                             "postgresql://user@host:5432/name)") from None
+        return url
 
 
 class Strict(BaseModel):
@@ -53,7 +84,7 @@ class LadderLevel(Strict):
 
 class LadderConfig(Strict):
     levels: list[LadderLevel] = Field(min_length=1)
-    repeat_every: Seconds | None = None
+    repeat_every: PositiveSeconds | None = None
 
     @field_validator("levels")
     @classmethod
@@ -84,22 +115,22 @@ class IdleConfig(Strict):
 
 class WorkerConfig(Strict):
     #: how often a worker refreshes the heartbeat of its running jobs
-    heartbeat_interval_s: Seconds = 2.0
+    heartbeat_interval_s: PositiveSeconds = 2.0
     #: a running job whose heartbeat is older than this is an orphan and is reaped
-    heartbeat_timeout_s: Seconds = 30.0
+    heartbeat_timeout_s: PositiveSeconds = 30.0
     #: the longest a worker sleeps before looking for work when nothing woke it
-    poll_interval_s: Seconds = 1.0
+    poll_interval_s: PositiveSeconds = 1.0
     #: `work --until-idle` keeps going while a retry is due within this horizon
     idle_horizon_s: Seconds = 60.0
 
 
 class SchedulerConfig(Strict):
     #: how often the time rules scan (reaper, timeouts, ladder, deadlines, retries, cron, idle)
-    tick_s: Seconds = 1.0
+    tick_s: PositiveSeconds = 1.0
     #: how often finished jobs past retention are pruned
-    prune_every_s: Seconds = 3600.0
+    prune_every_s: PositiveSeconds = 3600.0
     #: how long finished jobs and their trail are kept
-    retention: Seconds = 30 * 86400.0
+    retention: PositiveSeconds = 30 * 86400.0
 
 
 def _default_ladders() -> dict[str, LadderConfig]:
@@ -142,16 +173,38 @@ class Config(Strict):
                 raise ValueError(f"lane {name!r} needs at least 1 slot, not {slots}")
         return lanes
 
+    @model_validator(mode="after")
+    def _references_exist(self) -> Config:
+        """A misspelt ladder or group name would otherwise escalate by the wrong ladder, or to nobody."""
+        for job_type, ladder in self.type_ladders.items():
+            if ladder not in self.ladders:
+                known = ", ".join(sorted(self.ladders)) or "none"
+                raise ValueError(f"type_ladders.{job_type} names ladder {ladder!r}, which is not defined "
+                                 f"(ladders: {known})")
+        for name, ladder_config in self.ladders.items():
+            for level in ladder_config.levels:
+                for target in level.notify:
+                    group = target.removeprefix("group:")
+                    if target.startswith("group:") and group not in self.groups:
+                        raise ValueError(f"ladders.{name} notifies {target!r}, but groups has no {group!r}")
+        return self
+
     def ladder_for(self, job_type: str) -> LadderConfig:
         name = self.type_ladders.get(job_type, "default")
         return self.ladders.get(name) or next(iter(self.ladders.values()))
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, *, env: bool = False) -> str:
+    """One line naming each bad field: `ladders.default.levels.1.after: '15 minutes' is not a duration`."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        parts.append(f"{where}: {item['msg']}")
+        where = ".".join(str(part) for part in item["loc"])
+        if env:
+            where = f"environment variable {where.upper()}" if where else "environment"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling)"
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
@@ -167,6 +220,8 @@ def load_config(path: Path | None) -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:

@@ -134,3 +134,12 @@ def config() -> Config:
 @pytest.fixture
 def engine(store: Store, config: Config, types: Registry) -> Engine:
     return Engine(store, config, types=types, wakeup=Wakeup())
+
+
+@pytest.fixture
+def frozen_clock() -> Iterator[object]:
+    """Freeze queuebot's clock (the event loop keeps real time); `.tick(seconds)` moves it on."""
+    from freezegun import freeze_time
+
+    with freeze_time("2026-06-01 12:00:00", real_asyncio=True) as frozen:
+        yield frozen
