@@ -16,8 +16,8 @@ from store.errors import JobNotFound
 from store.models import Event, Job, NewJob
 from store.schema import jobs
 from store.states import OPEN_STATES, JobState
-from store.trail import event_row, insert_events, read_events
-from store.transitions import row_to_job, transition
+from store.trail import event_row, insert_events, insert_notifications, read_events
+from store.transitions import row_to_job, standard_notifications, transition
 
 #: The channel other replicas LISTEN on to learn of new ready work.
 NOTIFY_CHANNEL = "queuebot_jobs"
@@ -135,6 +135,16 @@ async def insert_jobs(
             )
             for job in created
         ],
+    )
+    await insert_notifications(
+        conn,
+        [
+            note
+            for job in created
+            if job.state is JobState.PENDING
+            for note in standard_notifications(job, at)
+        ],
+        at,
     )
     if conn.dialect.name == "postgresql":
         for lane in sorted({job.lane for job in created if job.state is JobState.READY}):

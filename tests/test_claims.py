@@ -21,13 +21,19 @@ def echo(n: int, **fields: object) -> NewJob:
 
 async def test_claims_take_p0_first_then_oldest(store: Store) -> None:
     await store.jobs.enqueue(
-        [echo(1, priority=Priority.P2), echo(2, priority=Priority.P1), echo(3, priority=Priority.P0),
-         echo(4, priority=Priority.P1)],
+        [
+            echo(1, priority=Priority.P2),
+            echo(2, priority=Priority.P1),
+            echo(3, priority=Priority.P0),
+            echo(4, priority=Priority.P1),
+        ],
         actor="test",
     )
     claimed = await store.claims.claim("fast", 3, worker="w")
     assert [job.input["text"] for job in claimed] == ["3", "2", "4"]
-    assert all(job.state is JobState.RUNNING and job.claimed_by == "w" and job.run_seq == 1 for job in claimed)
+    assert all(
+        job.state is JobState.RUNNING and job.claimed_by == "w" and job.run_seq == 1 for job in claimed
+    )
 
 
 async def test_claims_skip_future_jobs_and_other_lanes(store: Store) -> None:
@@ -85,7 +91,9 @@ async def test_pause_all_stops_claims_and_resume_restores_them(store: Store, eng
     assert (await store.jobs.get(job.id)).state is JobState.COMPLETED
 
 
-async def test_pausing_a_lane_moves_its_ready_jobs_and_leaves_other_lanes(store: Store, engine: Engine) -> None:
+async def test_pausing_a_lane_moves_its_ready_jobs_and_leaves_other_lanes(
+    store: Store, engine: Engine
+) -> None:
     fast = (await engine.enqueue("demo.echo", {"text": "a"})).job
     normal = (await engine.enqueue("demo.flaky", {"fail_times": 0})).job
     assert await engine.pause("fast", actor="cli") == 1

@@ -28,7 +28,8 @@ class Empty(BaseModel):
 @pytest.fixture
 def config() -> Config:
     return fast_config(
-        admins=["UADMIN"], groups={"leads": ["ULEAD"]},
+        admins=["UADMIN"],
+        groups={"leads": ["ULEAD"]},
         auto_answer=[AutoAnswerRule(name="safe", type="test.*", key="retry-*", answer="yes")],
     )
 
@@ -50,8 +51,15 @@ def asking(types: Registry) -> list[Any]:
     @job_type("test.ask", input=AskInput, lane="fast", into=types)
     async def ask(ctx: JobContext, data: AskInput) -> str:
         policy = AnswererPolicy(users=data.users, groups=data.groups, quorum=data.quorum, owner=data.owner)
-        answer = await ctx.ask(data.key, "Proceed?", ["yes", "no"], default=data.default, timeout="1m",
-                               answerers=policy, risk=data.risk)
+        answer = await ctx.ask(
+            data.key,
+            "Proceed?",
+            ["yes", "no"],
+            default=data.default,
+            timeout="1m",
+            answerers=policy,
+            risk=data.risk,
+        )
         answers.append(answer)
         return answer.value
 
@@ -66,7 +74,9 @@ async def waiting_decision(engine: Engine, **input: Any) -> tuple[int, int]:
     return job_id, decision.id
 
 
-async def test_many_concurrent_answers_exactly_one_wins(store: Store, engine: Engine, asking: list[Any]) -> None:
+async def test_many_concurrent_answers_exactly_one_wins(
+    store: Store, engine: Engine, asking: list[Any]
+) -> None:
     job_id, decision_id = await waiting_decision(engine, users=[f"U{n}" for n in range(20)])
     # Every click comes through its own connection pool, as from separate Slack requests on replicas.
     stores = [Store.connect(store.db.url) for _ in range(4)]

@@ -29,8 +29,11 @@ class Empty(BaseModel):
 @pytest.fixture
 def config() -> Config:
     """Workers stop as soon as nothing is ready now: the frozen clock decides what is due."""
-    return fast_config(worker=WorkerConfig(poll_interval_s=0.05, heartbeat_interval_s=0.1,
-                                           heartbeat_timeout_s=5, idle_horizon_s=0))
+    return fast_config(
+        worker=WorkerConfig(
+            poll_interval_s=0.05, heartbeat_interval_s=0.1, heartbeat_timeout_s=5, idle_horizon_s=0
+        )
+    )
 
 
 def test_backoff_doubles_up_to_the_cap_within_the_jitter() -> None:
@@ -46,8 +49,13 @@ def test_backoff_doubles_up_to_the_cap_within_the_jitter() -> None:
 def always_failing(types: Registry) -> list[int]:
     runs: list[int] = []
 
-    @job_type("test.fails", input=Empty, lane="fast", into=types,
-              retry=Retry(max_attempts=3, base_delay_s=10.0, jitter=0.0))
+    @job_type(
+        "test.fails",
+        input=Empty,
+        lane="fast",
+        into=types,
+        retry=Retry(max_attempts=3, base_delay_s=10.0, jitter=0.0),
+    )
     async def fails(ctx: JobContext, data: Empty) -> None:
         runs.append(ctx.attempt)
         raise TransientError(f"boom {ctx.attempt}")
@@ -134,8 +142,9 @@ async def test_a_heartbeating_run_is_not_reaped(engine: Engine, frozen_clock: An
     assert await rules.reap_orphaned_jobs(engine) == 0
 
 
-async def test_rate_limit_cools_the_lane_and_spends_no_attempt(engine: Engine, types: Registry,
-                                                              frozen_clock: Any) -> None:
+async def test_rate_limit_cools_the_lane_and_spends_no_attempt(
+    engine: Engine, types: Registry, frozen_clock: Any
+) -> None:
     calls: list[int] = []
 
     @job_type("test.limited", input=Empty, lane="fast", into=types)

@@ -22,8 +22,9 @@ async def force_state(store: Store, job_id: int, state: JobState) -> None:
 
 
 async def new_job(store: Store) -> int:
-    [enqueued] = await store.jobs.enqueue([NewJob(type="demo.echo", lane="fast", input={"text": "x"})],
-                                          actor="test")
+    [enqueued] = await store.jobs.enqueue(
+        [NewJob(type="demo.echo", lane="fast", input={"text": "x"})], actor="test"
+    )
     return enqueued.job.id
 
 
@@ -44,7 +45,12 @@ async def test_each_allowed_transition_succeeds_and_each_forbidden_one_is_refuse
             moved = await store.jobs.move(job_id, target, actor="test", reason="because")
             assert moved.state is target, (source, target)
             last = (await store.jobs.events(job_id))[-1]
-            assert (last.from_state, last.to_state, last.actor, last.reason) == (source, target, "test", "because")
+            assert (last.from_state, last.to_state, last.actor, last.reason) == (
+                source,
+                target,
+                "test",
+                "because",
+            )
             assert (moved.finished_at is not None) == (target in TERMINAL_STATES)
         else:
             with pytest.raises(InvalidTransition) as refused:
@@ -74,8 +80,14 @@ async def test_a_stale_run_cannot_finish_a_job_claimed_again(store: Store) -> No
     assert second.run_seq == first.run_seq + 1
     from store.models import RunEnd
 
-    stale = RunEnd(job_id=job_id, run_seq=first.run_seq, to_state=JobState.COMPLETED, actor="w1",
-                   event_kind="completed", result="stale")
+    stale = RunEnd(
+        job_id=job_id,
+        run_seq=first.run_seq,
+        to_state=JobState.COMPLETED,
+        actor="w1",
+        event_kind="completed",
+        result="stale",
+    )
     assert await store.claims.finish([stale]) == set()
     assert (await store.jobs.get(job_id)).state is JobState.RUNNING
     fresh = stale.model_copy(update={"run_seq": second.run_seq, "result": "fresh"})
