@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from bot.context import DEFAULT_DECISION_TIMEOUT_S, JobContext, answer_of, as_option
 from bot.endings import MAX_REASON_CHARS
 from bot.jobtypes import job_type
-from bot.outcomes import Ambiguous, Complete, RateLimited, Review, TransientError
+from bot.outcomes import Ambiguous, Complete, FatalError, RateLimited, Review, TransientError
 from store.models import Answer, AnswererPolicy, DecisionSpec
 from store.states import DecisionState
 
@@ -204,6 +204,8 @@ async def command(ctx: JobContext, data: CommandInput) -> Any:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             limit=MAX_LINE_BYTES, start_new_session=hasattr(os, "killpg"),
         )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:  # retrying will not fix these
+        raise FatalError(f"cannot start {data.argv[0]}: {exc.strerror or exc}") from exc
     except OSError as exc:
         raise TransientError(f"cannot start {data.argv[0]}: {exc.strerror or exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None

@@ -89,7 +89,7 @@ class JobContext:
             self.stopped = True
             raise JobStopped(self.job.ref)
 
-    async def evidence(self, summary: str, **details: Any) -> None:
+    async def evidence(self, summary: str, /, **details: Any) -> None:
         """Add to the job's evidence trail."""
         await self.store.jobs.add_event(
             self.job.id, actor=self.actor, kind="evidence", reason=summary, details=details or None

@@ -81,13 +81,18 @@ async def open_decision(
         "channel": channel,
         **(answer or {}),
     }
-    await conn.execute(insert(decisions).values(**values).on_conflict_do_nothing())
+    inserted = await conn.execute(
+        insert(decisions).values(**values).on_conflict_do_nothing().returning(decisions.c.id)
+    )
+    is_new = inserted.first() is not None
     row = (
         await conn.execute(
             sa.select(decisions).where(decisions.c.job_id == job.id, decisions.c.key == spec.key)
         )
     ).one()
     decision = row_to_decision(row)
+    if not is_new:  # a replayed run reaching the same open decision: already in the trail and posted
+        return decision
     await insert_events(
         conn,
         [
@@ -220,7 +225,7 @@ class DecisionsRepo:
                 decision = await _lock_decision(conn, decision_id)
                 if decision.state is not DecisionState.OPEN:
                     continue
-                if decision.default is not None:
+                if decision.default is not None and decision.default in decision.option_values:
                     outcomes.append(
                         await answer_in(
                             conn,

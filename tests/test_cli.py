@@ -23,6 +23,8 @@ QUEUEBOT = Path(sys.executable).parent / "queuebot"
 PG_ADMIN_URL = os.environ.get("QUEUEBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 UNREACHABLE_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/x"
+#: Far above what any command here needs (about a second), so hitting it means a hang.
+COMMAND_TIMEOUT_S = 30
 #: Workers that poll and tick quickly so `work --until-idle` returns soon after the queue settles.
 FAST_CONFIG = """
 [worker]
@@ -46,8 +48,13 @@ class Queuebot:
                    if name not in ("DATABASE_URL", "QUEUEBOT_CONFIG")}
         environ["DATABASE_URL"] = self.database_url
         environ.update(env or {})
-        return subprocess.run([str(QUEUEBOT), *args], cwd=self.cwd, env=environ, capture_output=True,
-                              text=True, timeout=60, check=False)
+        try:
+            return subprocess.run([str(QUEUEBOT), *args], cwd=self.cwd, env=environ, capture_output=True,
+                                  text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+            pytest.fail(f"queuebot {' '.join(args)} did not return within {COMMAND_TIMEOUT_S} s; "
+                        f"stderr: {(stderr or '')[-2000:]}")
 
     def ok(self, *args: str) -> str:
         """Stdout of a command that must succeed."""
@@ -112,7 +119,7 @@ def queuebot(tmp_path: Path, database_url: str) -> Queuebot:
 
 @pytest.fixture
 def sqlite_queuebot(tmp_path: Path) -> Queuebot:
-    """The CLI on a SQLite file only, for errors that do not depend on the database."""
+    """The CLI on a SQLite file only: for the commands whose store paths the store tests cover on both."""
     (tmp_path / "queuebot.toml").write_text(FAST_CONFIG, encoding="utf-8")
     return Queuebot(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'queuebot.db'}")
 

@@ -330,10 +330,10 @@ async def test_exit_zero_without_a_result_is_a_transient_failure_that_says_so(en
     assert job.reason == f"{sys.executable} exited without a result message"
 
 
-async def test_missing_program_fails_with_cannot_start(engine: Engine, tmp_path: Path) -> None:
+async def test_a_missing_program_is_dead_at_once_saying_so(engine: Engine, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-agent"
     job_id = await enqueue(engine, [str(missing), "--flag"])
-    job = await run_until(engine, job_id, JobState.RETRY_SCHEDULED)
+    job = await run_until(engine, job_id, JobState.DEAD)
 
     assert job.reason == f"cannot start {missing}: No such file or directory"
 

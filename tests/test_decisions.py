@@ -136,7 +136,7 @@ async def test_policy_allows_listed_users_groups_owner_and_admins_and_audits_ref
 
 
 async def test_a_quorum_needs_enough_matching_votes(engine: Engine, asking: list[Any]) -> None:
-    job_id, decision_id = await waiting_decision(engine, users=["U1", "U2", "U3"], quorum=2)
+    _, decision_id = await waiting_decision(engine, users=["U1", "U2", "U3"], quorum=2)
     first = await engine.answer(decision_id, "yes", actor="U1")
     assert first.decision.state is DecisionState.OPEN and first.counted_votes == 1
     other = await engine.answer(decision_id, "no", actor="U2")
@@ -151,7 +151,7 @@ async def test_a_quorum_needs_enough_matching_votes(engine: Engine, asking: list
 async def test_a_timeout_with_a_default_records_the_default_and_resumes(
     engine: Engine, asking: list[Any], frozen_clock: Any
 ) -> None:
-    job_id, decision_id = await waiting_decision(engine, default="no")
+    _, decision_id = await waiting_decision(engine, default="no")
     frozen_clock.tick(59)
     assert await engine.store.decisions.expire_due() == []
     frozen_clock.tick(2)

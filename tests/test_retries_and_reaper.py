@@ -112,7 +112,7 @@ async def test_orphans_are_reaped_back_to_ready_and_dead_when_out_of_attempts(
     engine: Engine, frozen_clock: Any
 ) -> None:
     job_id = (await engine.enqueue("demo.echo", {"text": "x"})).job.id
-    [claimed] = await engine.store.claims.claim("fast", 1, worker="crashed-worker")
+    await engine.store.claims.claim("fast", 1, worker="crashed-worker")
     timeout_s = engine.config.worker.heartbeat_timeout_s
     frozen_clock.tick(timeout_s - 1)
     assert await rules.reap_orphaned_jobs(engine) == 0  # still within its heartbeat timeout

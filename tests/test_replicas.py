@@ -1,0 +1,42 @@
+"""Replicas on one PostgreSQL: new work wakes a worker in another process through LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.engine import Engine
+from bot.runtime import Worker
+from bot.settings import WorkerConfig
+from bot.wakeup import PostgresListener, Wakeup
+from store import Store
+from store.states import JobState
+from tests.conftest import fast_config
+from tests.helpers import wait_for_state
+
+#: Far longer than the wait below: only a NOTIFY can wake the worker in time.
+SLOW_POLL_S = 60.0
+
+
+async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, engine: Engine) -> None:
+    if not store.db.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite runs in one process")
+    replica_store = Store.connect(store.db.url)
+    config = fast_config(worker=WorkerConfig(poll_interval_s=SLOW_POLL_S, heartbeat_interval_s=1))
+    replica = Engine(replica_store, config, types=engine.types, wakeup=Wakeup())
+    listener = PostgresListener(replica_store, replica.wakeup)
+    await listener.start()
+    stop = asyncio.Event()
+    worker = Worker(replica)
+    running = asyncio.create_task(worker.run(stop=stop))
+    try:
+        await asyncio.sleep(0.2)  # let the lane loops reach their wait (they poll only once a minute)
+        job_id = (await engine.enqueue("demo.echo", {"text": "wake up"})).job.id
+        job = await wait_for_state(engine, job_id, JobState.COMPLETED, timeout_s=10)
+        assert job.claimed_by == worker.worker_id
+    finally:
+        stop.set()
+        await running
+        await listener.stop()
+        await replica_store.close()
