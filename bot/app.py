@@ -57,6 +57,6 @@ async def work(engine: Engine, *, until_idle: bool = False, stop: asyncio.Event 
     try:
         await worker.run(until_idle=until_idle, stop=stop)
     finally:
-        scheduler.shutdown()
+        await scheduler.stop()
         await listener.stop()
     return worker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ class Scheduler:
         }
         self.slow_rules: dict[str, Rule] = {"prune_finished_jobs": lambda: rules.prune_finished_jobs(engine)}
         self._scheduler: AsyncIOScheduler | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     async def run_once(self) -> dict[str, Any]:
         """Run every rule once, in order (for tests and `work --until-idle`)."""
@@ -41,11 +43,17 @@ class Scheduler:
         }
 
     async def _guarded(self, name: str, rule: Rule) -> Any:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
         try:
             return await rule()
         except Exception as exc:  # one failing rule must not stop the others; it runs again next tick
             log.warning("event=rule_failed rule=%s error=%s", name, exc)
             return None
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
 
     def start(self) -> None:
         config = self.engine.config.scheduler
@@ -73,7 +81,12 @@ class Scheduler:
         scheduler.start()
         self._scheduler = scheduler
 
-    def shutdown(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+    async def stop(self) -> None:
+        """Stop firing rules and let the ones in flight finish their transactions (cancelling them midway
+        would leave them unwinding while the database closes)."""
+        if self._scheduler is None:
+            return
+        scheduler, self._scheduler = self._scheduler, None
+        scheduler.pause()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        scheduler.shutdown(wait=False)

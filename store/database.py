@@ -25,8 +25,9 @@ def normalize_url(url: str) -> str:
     """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async drivers queuebot uses."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"DATABASE_URL is not a database URL: {url!r}") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        shown = url.split("@", 1)[-1] if "@" in url else url  # never echo a password
+        raise ConfigError(f"DATABASE_URL is not a database URL (…{shown})") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
