@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from bot.context import JobContext
 from bot.jobtypes import Retry, job_type
-from bot.outcomes import Review, TransientError
+from bot.outcomes import Ambiguous, MissingInput, Review, TransientError
 from store.models import AnswererPolicy
 
 #: How often demo.sleep heartbeats while it sleeps.
@@ -34,6 +34,11 @@ class AskInput(BaseModel):
 
 class ReviewInput(BaseModel):
     text: str
+
+
+class TriageInput(BaseModel):
+    ticket: str | None = None
+    action: str = "draft"
 
 
 @job_type("demo.echo", input=EchoInput, lane="fast")
@@ -86,3 +91,17 @@ async def review(ctx: JobContext, data: ReviewInput) -> Review:
         why="outgoing text needs a person's approval",
         question="Send this text?",
     )
+
+
+@job_type("demo.triage", input=TriageInput, lane="fast", may={"read", "draft"}, sla="2m", deadline="10m")
+async def triage(ctx: JobContext, data: TriageInput) -> dict[str, str]:
+    """Shows the states that need a person: no ticket → pending, an action it may not take (e.g. "send")
+    → blocked, ticket "?" → escalated; left waiting, it climbs the SLA ladder after 2 minutes and
+    expires after 10."""
+    if not data.ticket:
+        raise MissingInput("a ticket id (enqueue again with a ticket)")
+    ctx.require(data.action)
+    if data.ticket == "?":
+        raise Ambiguous("the ticket matches two customers; a person must pick one")
+    await ctx.evidence("triaged", ticket=data.ticket, action=data.action)
+    return {"ticket": data.ticket, "action": data.action}

@@ -79,3 +79,18 @@ async def test_sleep_heartbeats_while_it_runs(engine: Engine) -> None:
     claimed_at = job.started_at
     assert job.state is JobState.COMPLETED
     assert job.heartbeat_at is not None and claimed_at is not None and job.heartbeat_at > claimed_at
+
+
+async def test_triage_shows_pending_blocked_escalated_and_completed(engine: Engine) -> None:
+    cases = {
+        "pending": ({}, JobState.PENDING),
+        "blocked": ({"ticket": "T-1", "action": "send"}, JobState.BLOCKED),
+        "escalated": ({"ticket": "?"}, JobState.ESCALATED),
+        "completed": ({"ticket": "T-2"}, JobState.COMPLETED),
+    }
+    ids = {name: (await engine.enqueue("demo.triage", data)).job.id for name, (data, _) in cases.items()}
+    await drain(engine)
+    for name, (_, state) in cases.items():
+        job = await engine.store.jobs.get(ids[name])
+        assert job.state is state, name
+        assert job.deadline_at is not None and job.sla_at is not None
