@@ -46,8 +46,12 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
             return asyncio.run(fn(*args, **kwargs))
         except QueuebotError as exc:
             raise click.ClickException(_one_line(str(exc))) from None
-        except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-                sqlalchemy.exc.DBAPIError) as exc:
+        except (
+            OSError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            sqlalchemy.exc.DBAPIError,
+        ) as exc:
             raise click.ClickException(_one_line(_database_hint(exc))) from None
 
     return wrapper
@@ -58,7 +62,8 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 def cli(verbose: bool) -> None:
     """queuebot: a Slack-native work queue for background AI agents."""
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
@@ -80,12 +85,19 @@ async def migrate() -> None:
 @click.option("--owner", default=None, help="Slack user id of the job's owner.")
 @click.option("--channel", default=None, help="Slack channel for its decisions and review items.")
 @run_async
-async def enqueue(job_type: str, input_json: str, priority: str | None, key: str | None,
-                  owner: str | None, channel: str | None) -> None:
+async def enqueue(
+    job_type: str,
+    input_json: str,
+    priority: str | None,
+    key: str | None,
+    owner: str | None,
+    channel: str | None,
+) -> None:
     """Add a job; prints its id (Q-N)."""
     async with app.open_engine() as engine:
-        enqueued = await engine.enqueue(job_type, input_json, priority=priority, key=key, owner=owner,
-                                        channel=channel)
+        enqueued = await engine.enqueue(
+            job_type, input_json, priority=priority, key=key, owner=owner, channel=channel
+        )
     click.echo(enqueued.job.ref)
     if not enqueued.created:
         click.echo(f"(key {key!r} already had {enqueued.job.ref}; nothing new enqueued)", err=True)
@@ -140,25 +152,52 @@ def job_view_json(view: JobView) -> dict[str, Any]:
     """The shape `queuebot show --json` prints (kept stable for scripts)."""
     job = view.job
     return {
-        "id": job.ref, "type": job.type, "state": job.state.value, "result": job.result,
-        "lane": job.lane, "priority": job.priority.value, "owner": job.owner, "channel": job.channel,
-        "input": job.input, "attempts": job.attempts, "max_attempts": job.max_attempts,
-        "reason": job.reason, "failure_class": job.failure_class, "spend_usd": job.spend_usd,
+        "id": job.ref,
+        "type": job.type,
+        "state": job.state.value,
+        "result": job.result,
+        "lane": job.lane,
+        "priority": job.priority.value,
+        "owner": job.owner,
+        "channel": job.channel,
+        "input": job.input,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "reason": job.reason,
+        "failure_class": job.failure_class,
+        "spend_usd": job.spend_usd,
         "parent": f"Q-{job.parent_id}" if job.parent_id else None,
-        "created_at": job.created_at.isoformat(), "updated_at": job.updated_at.isoformat(),
+        "created_at": job.created_at.isoformat(),
+        "updated_at": job.updated_at.isoformat(),
         "deadline_at": job.deadline_at.isoformat() if job.deadline_at else None,
         "sla_at": job.sla_at.isoformat() if job.sla_at else None,
         "events": [
-            {"kind": e.kind, "actor": e.actor, "at": e.at.isoformat(), "from": e.from_state, "to": e.to_state,
-             "reason": e.reason, "details": e.details,
-             "decision": decision_ref(e.decision_id) if e.decision_id else None}
+            {
+                "kind": e.kind,
+                "actor": e.actor,
+                "at": e.at.isoformat(),
+                "from": e.from_state,
+                "to": e.to_state,
+                "reason": e.reason,
+                "details": e.details,
+                "decision": decision_ref(e.decision_id) if e.decision_id else None,
+            }
             for e in view.events
         ],
         "decisions": [
-            {"id": d.ref, "key": d.key, "kind": d.kind.value, "state": d.state.value, "question": d.question,
-             "options": d.option_values, "answer": d.answer, "answered_by": d.answered_by,
-             "source": d.answer_source.value if d.answer_source else None, "comment": d.comment,
-             "timeout_at": d.timeout_at.isoformat()}
+            {
+                "id": d.ref,
+                "key": d.key,
+                "kind": d.kind.value,
+                "state": d.state.value,
+                "question": d.question,
+                "options": d.option_values,
+                "answer": d.answer,
+                "answered_by": d.answered_by,
+                "source": d.answer_source.value if d.answer_source else None,
+                "comment": d.comment,
+                "timeout_at": d.timeout_at.isoformat(),
+            }
             for d in view.decisions
         ],
     }
@@ -202,11 +241,14 @@ async def answer(decision: str, value: str, actor: str, comment: str | None) -> 
     async with app.open_engine() as engine:
         answered = await engine.answer(decision, value, actor=actor, comment=comment)
     if answered.decision.state.value == "open":
-        click.echo(f"{answered.decision.ref}: vote recorded ({answered.counted_votes} of "
-                   f"{answered.decision.quorum})")
+        click.echo(
+            f"{answered.decision.ref}: vote recorded ({answered.counted_votes} of {answered.decision.quorum})"
+        )
     else:
-        click.echo(f"{answered.decision.ref} answered {answered.decision.answer}; "
-                   f"{answered.job.ref} is {answered.job.state.value}")
+        click.echo(
+            f"{answered.decision.ref} answered {answered.decision.answer}; "
+            f"{answered.job.ref} is {answered.job.state.value}"
+        )
 
 
 def _job_command(name: str, help_text: str, action: Callable[[Engine, str, str], Awaitable[Any]]) -> None:

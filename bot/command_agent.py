@@ -48,8 +48,14 @@ class CommandInput(BaseModel):
 
 
 def _answer_message(decision_id: str, answer: Answer) -> bytes:
-    message = {"type": "decision_response", "decision_id": decision_id, "answer": answer.value,
-               "answered_by": answer.by, "source": answer.source.value, "comment": answer.comment}
+    message = {
+        "type": "decision_response",
+        "decision_id": decision_id,
+        "answer": answer.value,
+        "answered_by": answer.by,
+        "source": answer.source.value,
+        "comment": answer.comment,
+    }
     return (json.dumps(message) + "\n").encode()
 
 
@@ -66,9 +72,12 @@ class _Session:
     def environment(self, answers: dict[str, Any]) -> dict[str, str]:
         job = self.ctx.job
         return {
-            **os.environ, **self.data.env,
-            "QUEUEBOT_JOB_ID": job.ref, "QUEUEBOT_ATTEMPT": str(self.ctx.attempt),
-            "QUEUEBOT_MODE": self.data.mode, "QUEUEBOT_ANSWERS": json.dumps(answers),
+            **os.environ,
+            **self.data.env,
+            "QUEUEBOT_JOB_ID": job.ref,
+            "QUEUEBOT_ATTEMPT": str(self.ctx.attempt),
+            "QUEUEBOT_MODE": self.data.mode,
+            "QUEUEBOT_ANSWERS": json.dumps(answers),
             "QUEUEBOT_FEEDBACK": json.dumps(self.ctx.feedback),
         }
 
@@ -82,7 +91,10 @@ class _Session:
             # Written as ctx.evidence does, but without **details: the agent's details may use any key,
             # "summary" included, which as a keyword would clash with ctx.evidence's own parameter.
             await ctx.store.jobs.add_event(
-                ctx.job.id, actor=ctx.actor, kind="evidence", reason=str(message.get("summary", "")),
+                ctx.job.id,
+                actor=ctx.actor,
+                kind="evidence",
+                reason=str(message.get("summary", "")),
                 details=details if isinstance(details, dict) and details else None,
             )
         elif kind == "cost":
@@ -125,15 +137,22 @@ class _Session:
         process alive, heartbeating meanwhile. Like ctx.ask, a round that expired or was cancelled is asked
         again under a new round key, and an answered one is answered again at once (a rerun)."""
         ctx = self.ctx
-        rounds = [d for d in await ctx.store.decisions.for_job(ctx.job.id)
-                  if d.key == key or d.key.startswith(f"{key}#")]
+        rounds = [
+            d
+            for d in await ctx.store.decisions.for_job(ctx.job.id)
+            if d.key == key or d.key.startswith(f"{key}#")
+        ]
         latest = rounds[-1] if rounds else None
         if latest is not None and latest.state is DecisionState.ANSWERED:
             return answer_of(latest)
         round_key = key if latest is None else JobContext._next_round_key(key, latest)
         spec = DecisionSpec(
-            key=round_key, question=question, options=[as_option(option) for option in options],
-            default=kwargs["default"], timeout_s=kwargs["timeout"], allow_other=kwargs["allow_other"],
+            key=round_key,
+            question=question,
+            options=[as_option(option) for option in options],
+            default=kwargs["default"],
+            timeout_s=kwargs["timeout"],
+            allow_other=kwargs["allow_other"],
             answerers=ctx.job_type.answerers or AnswererPolicy(),
         )
         decision = await ctx.store.decisions.open_now(ctx.job, spec, channel=ctx.decision_channel)
@@ -152,7 +171,8 @@ async def _answers_so_far(ctx: JobContext) -> dict[str, Any]:
     decisions = await ctx.store.decisions.for_job(ctx.job.id)  # oldest first: a later round wins
     return {
         d.key.removeprefix("cmd:").partition("#")[0]: {
-            "answer": d.answer, "answered_by": d.answered_by,
+            "answer": d.answer,
+            "answered_by": d.answered_by,
             "source": d.answer_source.value if d.answer_source else None,
         }
         for d in decisions
@@ -175,7 +195,7 @@ async def _tail(stream: asyncio.StreamReader, keep: int) -> str:
     """Read a stream to its end, keeping only its last `keep` characters."""
     tail = b""
     while chunk := await stream.read(65536):
-        tail = (tail + chunk)[-keep * 4:]  # up to 4 bytes per character
+        tail = (tail + chunk)[-keep * 4 :]  # up to 4 bytes per character
     return tail.decode(errors="replace")[-keep:]
 
 
@@ -191,7 +211,7 @@ def _exit_reason(program: str, returncode: int, stderr: str) -> str:
     head = f"{program} exited with {returncode}: "
     text = stderr.strip() or "no stderr"
     room = max(0, MAX_REASON_CHARS - len(head))
-    return head + (text if len(text) <= room else "…" + text[len(text) - room + 1:])
+    return head + (text if len(text) <= room else "…" + text[len(text) - room + 1 :])
 
 
 @job_type("command", input=CommandInput, lane="heavy", answerers=AnswererPolicy())
@@ -200,9 +220,14 @@ async def command(ctx: JobContext, data: CommandInput) -> Any:
     session = _Session(ctx, data)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *data.argv, cwd=data.cwd, env=session.environment(await _answers_so_far(ctx)),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            limit=MAX_LINE_BYTES, start_new_session=hasattr(os, "killpg"),
+            *data.argv,
+            cwd=data.cwd,
+            env=session.environment(await _answers_so_far(ctx)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=MAX_LINE_BYTES,
+            start_new_session=hasattr(os, "killpg"),
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:  # retrying will not fix these
         raise FatalError(f"cannot start {data.argv[0]}: {exc.strerror or exc}") from exc
@@ -232,7 +257,10 @@ async def command(ctx: JobContext, data: CommandInput) -> Any:
     if not session.has_result:
         raise TransientError(f"{data.argv[0]} exited without a result message")
     if session.review is not None:
-        return Review(proposal=session.result, summary=str(session.review.get("summary", "")),
-                      why=str(session.review.get("why", "the agent asked for review")),
-                      question=str(session.review.get("question", "Approve this output?")))
+        return Review(
+            proposal=session.result,
+            summary=str(session.review.get("summary", "")),
+            why=str(session.review.get("why", "the agent asked for review")),
+            question=str(session.review.get("question", "Approve this output?")),
+        )
     return Complete(session.result)

@@ -154,12 +154,7 @@ class Engine:
 
     async def enqueue_many(self, new_jobs: Sequence[NewJob], *, actor: str) -> list[Enqueued]:
         """Write validated jobs in one transaction; jobs of a paused scope start paused."""
-        prepared = []
-        for new in new_jobs:
-            if await self.store.controls.is_paused(lane=new.lane, type=new.type):
-                new = new.model_copy(update={"state": JobState.PAUSED, "reason": "paused at enqueue"})
-            prepared.append(new)
-        enqueued = await self.store.jobs.enqueue(prepared, actor=actor)
+        enqueued = await self.store.jobs.enqueue(new_jobs, actor=actor)
         for lane in {item.job.lane for item in enqueued if item.created}:
             self.wakeup.notify(lane)
         return enqueued

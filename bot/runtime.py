@@ -144,11 +144,13 @@ class Worker:
                     continue
                 for job in claimed:
                     self._start(job)
-            if claimed and len(claimed) == room:
+            if slots - self.running_in(lane) <= 0:
                 free.clear()
                 await free.wait()  # full: wait for a slot before claiming again
-            elif not claimed:
-                await _wait_any(wake, free, timeout_s=self.config.poll_interval_s)
+            elif len(claimed) < room:
+                # The lane's ready backlog is drained: a freed slot alone will find nothing, so claim again
+                # only when new work is announced (enqueue, retry, answer, NOTIFY) or at the next poll.
+                await _wait_any(wake, timeout_s=self.config.poll_interval_s)
 
     def _start(self, job: Job) -> None:
         run = _Run(job=job)

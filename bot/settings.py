@@ -58,8 +58,10 @@ class Settings(BaseSettings):
             make_url(url)
         except (ArgumentError, ValueError):
             shown = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)  # never echo a password
-            raise ValueError(f"{shown!r} is not a database URL (e.g. sqlite:///queuebot.db or "
-                             "postgresql://user@host:5432/name)") from None
+            raise ValueError(
+                f"{shown!r} is not a database URL (e.g. sqlite:///queuebot.db or "
+                "postgresql://user@host:5432/name)"
+            ) from None
         return url
 
 
@@ -179,8 +181,10 @@ class Config(Strict):
         for job_type, ladder in self.type_ladders.items():
             if ladder not in self.ladders:
                 known = ", ".join(sorted(self.ladders)) or "none"
-                raise ValueError(f"type_ladders.{job_type} names ladder {ladder!r}, which is not defined "
-                                 f"(ladders: {known})")
+                raise ValueError(
+                    f"type_ladders.{job_type} names ladder {ladder!r}, which is not defined "
+                    f"(ladders: {known})"
+                )
         for name, ladder_config in self.ladders.items():
             for level in ladder_config.levels:
                 for target in level.notify:

@@ -148,22 +148,6 @@ class ControlsRepo:
             result = await conn.execute(sa.select(pauses).order_by(pauses.c.at))
             return [Pause.model_validate(dict(row._mapping)) for row in result]
 
-    async def is_paused(self, *, lane: str, type: str) -> bool:
-        """Whether a new job of this lane and type should start paused."""
-        async with self.db.read() as conn:
-            found = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(pauses)
-                .where(
-                    sa.or_(
-                        pauses.c.scope == "all",
-                        sa.and_(pauses.c.scope == "lane", pauses.c.name == lane),
-                        sa.and_(pauses.c.scope == "type", pauses.c.name == type),
-                    )
-                )
-            )
-        return bool(found)
-
     async def cooldowns(self) -> dict[str, datetime]:
         """Lanes cooling down after a rate limit, with the time they open again."""
         now = clock.now()

@@ -8,19 +8,23 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
 from store.database import Database
 from store.errors import JobNotFound
 from store.models import Event, Job, NewJob
-from store.schema import jobs
+from store.schema import jobs, pauses
 from store.states import OPEN_STATES, JobState
 from store.trail import event_row, insert_events, insert_notifications, read_events
 from store.transitions import row_to_job, standard_notifications, transition
 
 #: The channel other replicas LISTEN on to learn of new ready work.
 NOTIFY_CHANNEL = "queuebot_jobs"
+
+#: Rows per multi-row INSERT of keyed jobs, well inside both databases' limit on bound parameters.
+KEYED_INSERT_CHUNK = 500
 
 #: States in which a job waits for a person or a clock rather than for a worker.
 WAITING_STATES = frozenset(
@@ -86,41 +90,34 @@ async def insert_jobs(
     conn: AsyncConnection, new_jobs: Sequence[NewJob], *, at: datetime, actor: str
 ) -> list[Enqueued]:
     """Write jobs in the caller's transaction. A job whose idempotency key exists is not written again:
-    the existing job comes back with created=False."""
-    keys = [new.idempotency_key for new in new_jobs if new.idempotency_key]
+    the existing job comes back with created=False (also when another transaction wins the race)."""
+    new_jobs = await _hold_paused(conn, new_jobs)
+    first_of_key: dict[str, NewJob] = {}
+    plain: list[NewJob] = []
+    for new in new_jobs:
+        if new.idempotency_key is None:
+            plain.append(new)
+        else:
+            first_of_key.setdefault(new.idempotency_key, new)
+    created_plain = await _insert_plain(conn, plain, at)
+    created_keyed = await _insert_keyed(conn, list(first_of_key.values()), at)
     existing: dict[str, Job] = {}
-    if keys:
-        found = await conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
-        existing = {job.idempotency_key: job for job in map(row_to_job, found) if job.idempotency_key}
-    out: list[Enqueued | None] = []
-    rows: list[dict[str, Any]] = []
-    seen_keys: set[str] = set()
-    for new in new_jobs:
-        key = new.idempotency_key
-        if key and (key in existing or key in seen_keys):
-            out.append(None)  # filled below from `existing`
-            continue
-        if key:
-            seen_keys.add(key)
-        rows.append(_row_for(new, at))
-        out.append(None)
-    created: list[Job] = []
-    if rows:
-        result = await conn.execute(jobs.insert().returning(*jobs.c, sort_by_parameter_order=True), rows)
-        created = [row_to_job(row) for row in result]
-    by_key = dict(existing)
-    by_key.update({job.idempotency_key: job for job in created if job.idempotency_key})
-    fresh = iter(created)
+    missing = [key for key in first_of_key if key not in created_keyed]
+    if missing:
+        found = await conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(missing)))
+        existing = {str(job.idempotency_key): job for job in map(row_to_job, found)}
+    fresh = iter(created_plain)
     result_list: list[Enqueued] = []
-    seen_keys.clear()
     for new in new_jobs:
         key = new.idempotency_key
-        if key and (key in existing or key in seen_keys):
-            result_list.append(Enqueued(job=by_key[key], created=False))
-            continue
-        if key:
-            seen_keys.add(key)
-        result_list.append(Enqueued(job=next(fresh), created=True))
+        if key is None:
+            result_list.append(Enqueued(job=next(fresh), created=True))
+        elif key in created_keyed:
+            job = created_keyed[key]
+            result_list.append(Enqueued(job=job, created=new is first_of_key[key]))
+        else:
+            result_list.append(Enqueued(job=existing[key], created=False))
+    created = [*created_plain, *created_keyed.values()]
     await insert_events(
         conn,
         [
@@ -150,6 +147,56 @@ async def insert_jobs(
         for lane in sorted({job.lane for job in created if job.state is JobState.READY}):
             await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, lane)))
     return result_list
+
+
+async def _hold_paused(conn: AsyncConnection, new_jobs: Sequence[NewJob]) -> list[NewJob]:
+    """Jobs enqueued into a paused scope (all, their lane or their type) start paused; read in the same
+    transaction as the insert, so a pause cannot slip in between."""
+    held = {(row.scope, row.name) for row in await conn.execute(sa.select(pauses.c.scope, pauses.c.name))}
+    if not held:
+        return list(new_jobs)
+    return [
+        new.model_copy(update={"state": JobState.PAUSED, "reason": "paused at enqueue"})
+        if new.state is JobState.READY and {("all", ""), ("lane", new.lane), ("type", new.type)} & held
+        else new
+        for new in new_jobs
+    ]
+
+
+async def _insert_plain(conn: AsyncConnection, new_jobs: Sequence[NewJob], at: datetime) -> list[Job]:
+    """Insert jobs without keys; returns them in input order."""
+    if not new_jobs:
+        return []
+    rows = [_row_for(new, at) for new in new_jobs]
+    if conn.dialect.name == "sqlite":
+        # SQLAlchemy cannot batch INSERT .. RETURNING in parameter order on SQLite and falls back to one
+        # statement per row. The writer holds the database lock and ids only grow (AUTOINCREMENT), so a
+        # batched insert whose rows come back sorted by id is in parameter order.
+        result = await conn.execute(jobs.insert().returning(*jobs.c), rows)
+        return sorted((row_to_job(row) for row in result), key=lambda job: job.id)
+    result = await conn.execute(jobs.insert().returning(*jobs.c, sort_by_parameter_order=True), rows)
+    return [row_to_job(row) for row in result]
+
+
+async def _insert_keyed(conn: AsyncConnection, new_jobs: Sequence[NewJob], at: datetime) -> dict[str, Job]:
+    """Insert jobs with distinct idempotency keys, skipping keys that exist; returns the inserted by key."""
+    if not new_jobs:
+        return {}
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    inserted: dict[str, Job] = {}
+    for start in range(0, len(new_jobs), KEYED_INSERT_CHUNK):
+        statement = (
+            insert(jobs)
+            .values([_row_for(new, at) for new in new_jobs[start : start + KEYED_INSERT_CHUNK]])
+            .on_conflict_do_nothing(
+                index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None)
+            )
+            .returning(*jobs.c)
+        )
+        inserted.update(
+            {str(job.idempotency_key): job for job in map(row_to_job, await conn.execute(statement))}
+        )
+    return inserted
 
 
 class JobsRepo:

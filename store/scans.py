@@ -206,16 +206,20 @@ class ScansRepo:
 
     async def next_busy_at(self) -> datetime | None:
         """When the queue next has work for a worker: now if anything is ready or running, the earliest
-        scheduled retry otherwise, None when nothing is coming."""
+        scheduled retry otherwise, None when nothing is coming. Both look-ups use partial indexes."""
+        now = clock.now()
+        due_now = sa.or_(
+            sa.and_(jobs.c.state == JobState.READY.value, jobs.c.run_after <= now),
+            jobs.c.state == JobState.RUNNING.value,
+        )
+        later = [JobState.READY.value, JobState.RETRY_SCHEDULED.value]  # ready ones here wait out a cooldown
         async with self.db.read() as conn:
-            busy = await conn.scalar(
-                sa.select(sa.func.min(jobs.c.run_after)).where(
-                    jobs.c.state.in_(
-                        [JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value]
-                    )
-                )
+            if await conn.scalar(sa.select(jobs.c.id).where(due_now).limit(1)) is not None:
+                return now
+            soonest = await conn.scalar(
+                sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state.in_(later))
             )
-        return busy if isinstance(busy, datetime) else None
+        return soonest if isinstance(soonest, datetime) else None
 
 
 async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime) -> int:

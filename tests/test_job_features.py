@@ -241,3 +241,22 @@ async def test_a_worker_shutting_down_hands_its_jobs_back_without_spending_attem
     job = await engine.store.jobs.get(job_id)
     assert (job.state, job.attempts) == (JobState.READY, 0)
     assert [e.kind for e in await engine.store.jobs.events(job_id)][-1] == "released"
+
+
+async def test_a_large_batch_mixing_keys_duplicates_and_plain_jobs_keeps_its_order(engine: Engine) -> None:
+    requests = []
+    for n in range(1200):
+        key = f"k{n % 700}" if n % 3 else None  # keyed every third miss; keys repeat past 700
+        requests.append(engine.new_job("demo.echo", {"text": str(n)}, key=key))
+    results = await engine.enqueue_many(requests, actor="t")
+    assert [r.job.input["text"] == str(n) for n, r in enumerate(results) if r.created] == [True] * sum(
+        r.created for r in results
+    )
+    by_key: dict[str, int] = {}
+    for request, result in zip(requests, results, strict=True):
+        if request.idempotency_key:
+            assert by_key.setdefault(request.idempotency_key, result.job.id) == result.job.id
+    again = await engine.enqueue_many(requests, actor="t")
+    assert all(not r.created for r, q in zip(again, requests, strict=True) if q.idempotency_key)
+    stats = await engine.store.jobs.stats()
+    assert stats.states["ready"] == len(by_key) + 2 * sum(1 for q in requests if not q.idempotency_key)
