@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from bot.context import DEFAULT_DECISION_TIMEOUT_S, JobContext, answer_of, as_option
+from bot.context import DEFAULT_DECISION_TIMEOUT_S, JobContext, answer_of
 from bot.endings import MAX_REASON_CHARS
 from bot.jobtypes import job_type
 from bot.outcomes import Ambiguous, Complete, FatalError, RateLimited, Review, TransientError
-from store.models import Answer, AnswererPolicy, DecisionSpec
+from store.models import Answer, AnswererPolicy
 from store.states import DecisionState
 
 log = logging.getLogger("queuebot.command")
@@ -118,10 +118,7 @@ class _Session:
     async def decide(self, message: dict[str, Any]) -> Answer:
         key = f"cmd:{message['decision_id']}"
         options = message.get("options") or ["yes", "no"]
-        default = message.get("default")
-        if default is not None and default not in [as_option(option).value for option in options]:
-            # checked before anything is opened: a default no answer can take would break its timeout
-            raise ValueError(f"default {default!r} is not one of the options")
+        default = message.get("default")  # decision_round refuses one that is not an option
         timeout = message.get("timeout_seconds")
         kwargs: dict[str, Any] = {
             "default": default,
@@ -137,25 +134,10 @@ class _Session:
         process alive, heartbeating meanwhile. Like ctx.ask, a round that expired or was cancelled is asked
         again under a new round key, and an answered one is answered again at once (a rerun)."""
         ctx = self.ctx
-        rounds = [
-            d
-            for d in await ctx.store.decisions.for_job(ctx.job.id)
-            if d.key == key or d.key.startswith(f"{key}#")
-        ]
-        latest = rounds[-1] if rounds else None
-        if latest is not None and latest.state is DecisionState.ANSWERED:
-            return answer_of(latest)
-        round_key = key if latest is None else JobContext._next_round_key(key, latest)
-        spec = DecisionSpec(
-            key=round_key,
-            question=question,
-            options=[as_option(option) for option in options],
-            default=kwargs["default"],
-            timeout_s=kwargs["timeout"],
-            allow_other=kwargs["allow_other"],
-            answerers=ctx.job_type.answerers or AnswererPolicy(),
-        )
-        decision = await ctx.store.decisions.open_now(ctx.job, spec, channel=ctx.decision_channel)
+        prepared = await ctx.decision_round(key, question, options, reload=True, **kwargs)
+        if isinstance(prepared, Answer):
+            return prepared
+        decision = await ctx.store.decisions.open_now(ctx.job, prepared, channel=ctx.decision_channel)
         while decision.state is DecisionState.OPEN:
             await asyncio.sleep(HELD_POLL_INTERVAL_S)
             await ctx.heartbeat()

@@ -172,12 +172,49 @@ class JobContext:
     ) -> Answer:
         """Ask people a question. The first time, the run ends here and the job waits (no slot held); when
         answered the handler runs again from the top and this call returns the stored answer."""
+        prepared = await self.decision_round(
+            key,
+            question,
+            options,
+            default=default,
+            timeout=timeout,
+            answerers=answerers,
+            allow_other=allow_other,
+            risk=risk,
+        )
+        if isinstance(prepared, Answer):
+            return prepared
+        rule = self._auto_rule(prepared.key, risk)
+        if rule is not None:
+            recorded = await self.store.decisions.record_auto_answer(
+                self.job, prepared, rule.answer, rule=rule.name, channel=self.decision_channel
+            )
+            self._decisions[prepared.key] = recorded
+            return answer_of(recorded)
+        raise DecisionPending(prepared)
+
+    async def decision_round(
+        self,
+        key: str,
+        question: str,
+        options: Sequence[OptionLike],
+        *,
+        default: str | None = None,
+        timeout: str | float = DEFAULT_DECISION_TIMEOUT_S,
+        answerers: AnswererPolicy | None = None,
+        allow_other: bool = False,
+        risk: str | None = None,
+        reload: bool = False,
+    ) -> Answer | DecisionSpec:
+        """The stored answer to `key` if its latest round was answered; otherwise the decision to open (or
+        the open one), under a new round key (`key#2`…) when the last round expired or was cancelled."""
+        if reload:
+            self._decisions = {d.key: d for d in await self.store.decisions.for_job(self.job.id)}
         decision = self._latest(key)
         if decision is not None and decision.state is DecisionState.ANSWERED:
             return answer_of(decision)
-        round_key = key if decision is None else self._next_round_key(key, decision)
         spec = DecisionSpec(
-            key=round_key,
+            key=key if decision is None else self._next_round_key(key, decision),
             question=question,
             options=[as_option(option) for option in options],
             default=default,
@@ -186,18 +223,9 @@ class JobContext:
             risk=risk,
             answerers=answerers or self.job_type.answerers or AnswererPolicy(),
         )
-        if default is not None and default not in [option.value for option in spec.options]:
+        if default is not None and default not in spec.option_values:
             raise ValueError(f"default {default!r} is not one of the options")
-        rule = self._auto_rule(round_key, risk)
-        if rule is not None:
-            recorded = await self.store.decisions.record_auto_answer(
-                self.job, spec, rule.answer, rule=rule.name, channel=self.decision_channel
-            )
-            self._decisions[round_key] = recorded
-            return answer_of(recorded)
-        if decision is not None and decision.state is DecisionState.OPEN:
-            raise DecisionPending(spec.model_copy(update={"key": decision.key}))
-        raise DecisionPending(spec)
+        return spec
 
     @property
     def decision_channel(self) -> str | None:

@@ -128,6 +128,10 @@ class DecisionSpec(Frozen):
     timeout_s: float = Field(default=1800.0, ge=60.0, le=86400.0)
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def option_values(self) -> list[str]:
+        return [option.value for option in self.options]
+
 
 class Decision(Frozen):
     id: int
