@@ -188,3 +188,16 @@ def abandoned(job: Job, worker: str, reason: str) -> RunEnd:
         reason=reason,
         run_after=clock.now(),
     )
+
+
+def unstorable(end: RunEnd) -> RunEnd:
+    """The database refused a run's ending (a result it cannot store): the job dies saying so."""
+    return RunEnd(
+        job_id=end.job_id,
+        run_seq=end.run_seq,
+        actor=end.actor,
+        to_state=JobState.DEAD,
+        event_kind="outcome_unstorable",
+        failure_class=FailureClass.FATAL,
+        reason=f"the run ended ({end.to_state.value}) but its outcome could not be stored",
+    )

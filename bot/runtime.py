@@ -11,6 +11,8 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+import sqlalchemy.exc
+
 from bot import endings
 from bot.context import JobContext
 from bot.engine import Engine
@@ -22,8 +24,18 @@ from store.states import FailureClass, JobState
 
 log = logging.getLogger("queuebot.worker")
 
+#: Failures worth waiting out: the connection, not what was written.
+TRANSIENT_DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
 #: Most run endings written in one transaction.
 MAX_FINISH_BATCH = 500
+#: Tries to write a batch of run endings before giving up on it (backing off between tries).
+FINISH_ATTEMPTS = 5
 
 
 @dataclass
@@ -57,20 +69,37 @@ class _Finisher:
                 await self._write(batch)
 
     async def _write(self, batch: list[tuple[RunEnd, asyncio.Future[bool]]]) -> None:
-        for attempt in range(1, 6):
-            try:
-                done = await self.engine.store.claims.finish([end for end, _ in batch])
-                break
-            except Exception as exc:  # the database may be restarting: keep the endings and try again
-                log.warning("event=finish_failed attempt=%d error=%s", attempt, exc)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        else:
-            done = set()  # the jobs stay running and the reaper gives them back
-        for lane in {child.lane for end, _ in batch if end.job_id in done for child in end.children}:
+        done = await self._finish_with_retries([end for end, _ in batch])
+        if done is None:
+            # One bad ending must not hold back the rest: write them one by one, and an ending the database
+            # will not take (say, a result it cannot store) becomes a dead job saying why.
+            done = set()
+            for end, _ in batch:
+                alone = await self._finish_with_retries([end])
+                if alone is None:
+                    alone = await self._finish_with_retries([endings.unstorable(end)])
+                done |= alone or set()
+        for lane in {
+            child.lane for end, _ in batch if end.job_id in (done or set()) for child in end.children
+        }:
             self.engine.wakeup.notify(lane)
         for end, future in batch:
             if not future.done():
-                future.set_result(end.job_id in done)
+                future.set_result(end.job_id in (done or set()))
+
+    async def _finish_with_retries(self, ends: list[RunEnd]) -> set[int] | None:
+        """The job ids recorded, or None when the database refused every try (the jobs stay running and
+        the reaper hands them out again)."""
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
+            try:
+                return await self.engine.store.claims.finish(ends)
+            except TRANSIENT_DATABASE_ERRORS as exc:  # the database may be restarting: try again
+                log.warning("event=finish_failed attempt=%d jobs=%d error=%s", attempt, len(ends), exc)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            except Exception as exc:  # the database refused what was written: retrying will not help
+                log.warning("event=finish_refused jobs=%d error=%s", len(ends), exc)
+                return None
+        return None
 
 
 class Worker:

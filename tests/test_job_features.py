@@ -260,3 +260,20 @@ async def test_a_large_batch_mixing_keys_duplicates_and_plain_jobs_keeps_its_ord
     assert all(not r.created for r, q in zip(again, requests, strict=True) if q.idempotency_key)
     stats = await engine.store.jobs.stats()
     assert stats.states["ready"] == len(by_key) + 2 * sum(1 for q in requests if not q.idempotency_key)
+
+
+async def test_an_outcome_the_database_refuses_kills_only_that_job(engine: Engine, types: Registry) -> None:
+    @job_type("test.nul", input=Empty, lane="fast", into=types)
+    async def nul(ctx: JobContext, data: Empty) -> str:
+        return "a\x00b"  # PostgreSQL's jsonb cannot hold a NUL character; SQLite stores it
+
+    bad = (await engine.enqueue("test.nul", {})).job.id
+    good = [(await engine.enqueue("demo.echo", {"text": str(n)})).job.id for n in range(5)]
+    await drain(engine)
+    for job_id in good:
+        assert (await engine.store.jobs.get(job_id)).state is JobState.COMPLETED
+    job = await engine.store.jobs.get(bad)
+    if engine.store.db.is_postgres:
+        assert job.state is JobState.DEAD and "could not be stored" in (job.reason or "")
+    else:
+        assert (job.state, job.result) == (JobState.COMPLETED, "a\x00b")
