@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
-from store.database import Database
+from store.database import Database, picked_ids
 from store.decisions import open_decision
 from store.errors import InvalidTransition
 from store.jobs import insert_jobs
@@ -54,11 +54,9 @@ class ClaimsRepo:
             .order_by(jobs.c.priority, jobs.c.run_after, jobs.c.id)
             .limit(limit)
         )
-        if self.db.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
         claim = (
             jobs.update()
-            .where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.state == JobState.READY.value)
+            .where(picked_ids(pick, self.db.dialect), jobs.c.state == JobState.READY.value)
             .values(
                 state=JobState.RUNNING.value,
                 run_seq=jobs.c.run_seq + 1,

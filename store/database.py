@@ -97,3 +97,14 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def picked_ids(pick: sa.Select[Any], dialect: Dialect) -> sa.ColumnElement[bool]:
+    """`jobs.id IN (pick)` for an UPDATE, where `pick` selects ids with a LIMIT. On PostgreSQL the pick is a
+    MATERIALIZED CTE with SKIP LOCKED: an IN-subquery with LIMIT may be re-run by the planner and then
+    hand out more rows than the limit. SQLite runs the subquery once under its write lock."""
+    column = pick.selected_columns[0]
+    if dialect == "postgresql":
+        cte = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        return column.in_(sa.select(cte.c[column.name]))
+    return column.in_(pick.scalar_subquery())

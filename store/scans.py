@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
-from store.database import Database
+from store.database import Database, picked_ids
 from store.errors import InvalidTransition
 from store.jobs import NOTIFY_CHANNEL
 from store.models import Job, Notification
@@ -95,7 +95,7 @@ class ScansRepo:
     async def promote_due_retries(self, *, limit: int = 1000) -> int:
         """Jobs whose backoff has passed become ready."""
         now = clock.now()
-        pick = self._pick(
+        pick = (
             sa.select(jobs.c.id)
             .where(jobs.c.state == JobState.RETRY_SCHEDULED.value, jobs.c.run_after <= now)
             .limit(limit)
@@ -103,7 +103,7 @@ class ScansRepo:
         async with self.db.write() as conn:
             result = await conn.execute(
                 jobs.update()
-                .where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.state == JobState.RETRY_SCHEDULED.value)
+                .where(picked_ids(pick, self.db.dialect), jobs.c.state == JobState.RETRY_SCHEDULED.value)
                 .values(state=JobState.READY.value, updated_at=now)
                 .returning(jobs.c.id, jobs.c.lane)
             )

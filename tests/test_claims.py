@@ -6,7 +6,11 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
+from pydantic import BaseModel
+
+from bot.context import JobContext
 from bot.engine import Engine
+from bot.jobtypes import Registry, job_type
 from bot.runtime import Worker
 from bot.wakeup import Wakeup
 from store import Store, clock
@@ -121,3 +125,29 @@ async def test_a_cooling_lane_is_not_claimed_until_its_cooldown_ends(store: Stor
     async with store.db.write() as conn:
         await _set_cooldown(conn, "fast", clock.now() - timedelta(seconds=1))  # never shortens a cooldown
     assert await store.claims.claim("fast", 5, worker="w") == []
+
+
+async def test_each_lane_runs_at_most_its_slots_and_a_full_lane_never_starves_another(
+    engine: Engine, types: Registry
+) -> None:
+    running: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+
+    class Work(BaseModel):
+        lane: str
+
+    async def body(ctx: JobContext, data: Work) -> None:
+        running[data.lane] += 1
+        most[data.lane] = max(most[data.lane], running[data.lane])
+        await asyncio.sleep(0.05)
+        running[data.lane] -= 1
+
+    job_type("test.heavy", input=Work, lane="heavy", into=types)(body)
+    job_type("test.fast", input=Work, lane="fast", into=types)(body)
+    heavy = [engine.new_job("test.heavy", {"lane": "heavy"}) for _ in range(6)]
+    fast = [engine.new_job("test.fast", {"lane": "fast"}) for _ in range(24)]
+    await engine.enqueue_many(heavy + fast, actor="t")
+    await drain(engine)
+    assert most["heavy"] == engine.config.lanes["heavy"] == 2
+    assert most["fast"] == engine.config.lanes["fast"] == 8
+    assert (await engine.store.jobs.stats()).states["completed"] == 30
