@@ -296,6 +296,8 @@ _job_command("ack", "Acknowledge an overdue job: its escalation ladder stops.", 
 async def work(until_idle: bool) -> None:
     """Run the workers and the scheduler (no Slack)."""
     async with app.open_engine() as engine:
+        if not until_idle:
+            _announce(engine)
         worker = await app.work(engine, until_idle=until_idle)
     if until_idle:
         click.echo(f"idle: {worker.completed_runs} runs ended", err=True)
@@ -306,7 +308,19 @@ async def work(until_idle: bool) -> None:
 async def run() -> None:
     """Run queuebot: workers and the scheduler (Slack is served once it is configured)."""
     async with app.open_engine() as engine:
+        _announce(engine)
         await app.work(engine)
+
+
+def _announce(engine: Engine) -> None:
+    url = sqlalchemy.engine.make_url(engine.store.db.url).render_as_string(hide_password=True)
+    lanes = ", ".join(f"{lane} {slots}" for lane, slots in engine.config.lanes.items())
+    click.echo(
+        f"queuebot is working on {url} (lanes: {lanes}; job types: {', '.join(engine.types.names())}).\n"
+        'Add work from another terminal, e.g. `queuebot enqueue demo.ask --input \'{"question": "Ship?"}\'`,'
+        " then `queuebot status`. Ctrl-C stops.",
+        err=True,
+    )
 
 
 @cli.command()
