@@ -106,13 +106,6 @@ class ClaimsRepo:
             )
             return {row.id for row in result}
 
-    async def still_running(self, job_id: int, run_seq: int) -> bool:
-        async with self.db.read() as conn:
-            state = await conn.scalar(
-                sa.select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.run_seq == run_seq)
-            )
-        return state == JobState.RUNNING.value
-
     async def finish(self, ends: Sequence[RunEnd]) -> set[int]:
         """Write the ends of many runs in one transaction. Returns the job ids whose end was recorded; a run
         that no longer holds its job (cancelled, reaped, paused meanwhile) changes nothing."""

@@ -1,0 +1,38 @@
+"""The outbox: notifications written with their transitions, delivered once, retried with backoff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.engine import Engine
+from tests.helpers import drain
+
+
+async def test_notifications_are_due_once_and_settle_once(engine: Engine) -> None:
+    await engine.enqueue("demo.ask", {"question": "Ship?"}, channel="CQUEUE")
+    await drain(engine)
+    [item] = await engine.store.outbox.due()
+    assert (item.kind, item.target, item.dedup_key) == ("decision.opened", "CQUEUE", "decision:1:opened")
+    assert await engine.store.outbox.mark_sent(item.id, {"ts": "1700000000.000100"}) is True
+    assert await engine.store.outbox.mark_sent(item.id) is False  # another replica already sent it
+    assert await engine.store.outbox.due() == []
+    [sent] = await engine.store.outbox.all()
+    assert sent.state == "sent" and sent.response == {"ts": "1700000000.000100"}
+
+
+async def test_a_failed_delivery_waits_then_parks_after_its_attempts(
+    engine: Engine, frozen_clock: Any
+) -> None:
+    await engine.enqueue("demo.ask", {"question": "Ship?"}, channel="CQUEUE")
+    await drain(engine)
+    [item] = await engine.store.outbox.due()
+    await engine.store.outbox.retry_later(item.id, delay_s=30, error="ratelimited", max_attempts=2)
+    assert await engine.store.outbox.due() == []
+    frozen_clock.tick(31)
+    [again] = await engine.store.outbox.due()
+    assert (again.attempts, again.error) == (1, "ratelimited")
+    await engine.store.outbox.retry_later(item.id, delay_s=30, error="still failing", max_attempts=2)
+    frozen_clock.tick(31)
+    assert await engine.store.outbox.due() == []
+    [parked] = await engine.store.outbox.all()
+    assert (parked.state, parked.attempts) == ("failed", 2)
