@@ -31,7 +31,10 @@ async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, en
     worker = Worker(replica)
     running = asyncio.create_task(worker.run(stop=stop))
     try:
-        await asyncio.sleep(0.2)  # let the lane loops reach their wait (they poll only once a minute)
+        # A first job, claimed by the lane loop's opening claim, proves the loop runs; after it the loop
+        # sleeps until woken (its poll is a minute away).
+        first = (await engine.enqueue("demo.echo", {"text": "first"})).job.id
+        await wait_for_state(engine, first, JobState.COMPLETED, timeout_s=10)
         job_id = (await engine.enqueue("demo.echo", {"text": "wake up"})).job.id
         job = await wait_for_state(engine, job_id, JobState.COMPLETED, timeout_s=10)
         assert job.claimed_by == worker.worker_id
