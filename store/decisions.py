@@ -164,6 +164,26 @@ class DecisionsRepo:
             )
             return [row_to_decision(row) for row in result]
 
+    async def set_message(self, decision_id: int, *, channel: str, ts: str) -> None:
+        """Remember where the decision's message was posted, so its outcome updates that message."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                decisions.update().where(decisions.c.id == decision_id).values(channel=channel, message_ts=ts)
+            )
+
+    async def open_for_job(self, job_id: int) -> Decision | None:
+        """The job's newest open decision, if any."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(decisions)
+                    .where(decisions.c.job_id == job_id, decisions.c.state == DecisionState.OPEN.value)
+                    .order_by(decisions.c.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return row_to_decision(row) if row is not None else None
+
     async def open_now(self, job: Job, spec: DecisionSpec, *, channel: str | None) -> Decision:
         """Open a decision outside a run's end (e.g. a budget raise offered on escalation)."""
         async with self.db.write() as conn:

@@ -8,9 +8,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from store import clock
-from store.database import Database
+from store.database import Database, picked_ids
 from store.models import OutboxItem
 from store.schema import outbox
+
+#: How long a row that must follow an unsent earlier message waits before it is looked at again.
+WAIT_FOR_EARLIER_S = 0.5
 
 
 class OutboxRepo:
@@ -27,6 +30,47 @@ class OutboxRepo:
                 .limit(limit)
             )
             return [OutboxItem.model_validate(dict(row._mapping)) for row in result]
+
+    async def lease_due(self, *, limit: int = 50, lease_s: float = 60.0) -> list[OutboxItem]:
+        """Take due notifications for delivery: their next attempt moves `lease_s` ahead, so another
+        replica does not send them meanwhile (SKIP LOCKED on PostgreSQL); a crashed sender's lease runs
+        out and the rows are due again."""
+        now = clock.now()
+        pick = (
+            sa.select(outbox.c.id)
+            .where(outbox.c.state == "pending", outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                outbox.update()
+                .where(picked_ids(pick, self.db.dialect), outbox.c.state == "pending")
+                .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                .returning(*outbox.c)
+            )
+            items = [OutboxItem.model_validate(dict(row._mapping)) for row in result]
+        return sorted(items, key=lambda item: item.id)
+
+    async def retry_at_once(self, item_id: int) -> None:
+        """Hand a leased row back without counting an attempt (it waits on an earlier message)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id == item_id, outbox.c.state == "pending")
+                .values(next_attempt_at=clock.now() + timedelta(seconds=WAIT_FOR_EARLIER_S))
+            )
+
+    async def pending_for_decision(self, decision_id: int, kind: str) -> bool:
+        async with self.db.read() as conn:
+            found = await conn.scalar(
+                sa.select(outbox.c.id)
+                .where(
+                    outbox.c.decision_id == decision_id, outbox.c.kind == kind, outbox.c.state == "pending"
+                )
+                .limit(1)
+            )
+        return found is not None
 
     async def all(self, *, kind: str | None = None) -> list[OutboxItem]:
         query = sa.select(outbox).order_by(outbox.c.id)

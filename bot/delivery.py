@@ -1,0 +1,193 @@
+"""Outbox delivery: every Web API call queuebot makes comes from an outbox row, sent with Slack's rate
+limits honoured (slack_sdk's retry handlers), settled once, and in order per message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import blocks
+from bot.engine import Engine
+from store.models import OutboxItem
+
+log = logging.getLogger("queuebot.delivery")
+
+#: How long a delivering replica holds a row before another may try it.
+LEASE_S = 60.0
+#: Rows taken per round.
+BATCH = 50
+#: Backoff for a row whose delivery failed, doubled per attempt up to the cap.
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 300.0
+#: Slack errors that no retry will mend: the row is parked as failed at once.
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "invalid_blocks",
+        "msg_too_long",
+        "not_in_channel",
+        "is_archived",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "user_not_found",
+        "cannot_dm_bot",
+        "no_text",
+    }
+)
+#: Most attempts before a row is parked as failed.
+MAX_ATTEMPTS = 10
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """429 with Retry-After, 5xx and dropped connections are retried inside the client first."""
+    return [
+        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def web_client(token: str, base_url: str | None) -> AsyncWebClient:
+    client = AsyncWebClient(token=token, base_url=base_url or AsyncWebClient.BASE_URL)
+    client.retry_handlers.extend(retry_handlers())
+    return client
+
+
+def _is_user(target: str) -> bool:
+    return target[:1] in ("U", "W")
+
+
+class Deferred(Exception):
+    """The row must wait for an earlier message of the same decision to be sent."""
+
+
+class OutboxDelivery:
+    """Sends due outbox rows; run one per process (rows are leased, so replicas share the work)."""
+
+    def __init__(self, engine: Engine, client: AsyncWebClient) -> None:
+        self.engine = engine
+        self.client = client
+        self.store = engine.store
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event, *, poll_s: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                sent = await self.deliver_due()
+            except Exception as exc:  # the database or Slack may be away: try again next round
+                log.warning("event=delivery_round_failed error=%s", exc)
+                sent = 0
+            if not sent:
+                self.wake.clear()
+                waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+                await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def deliver_due(self) -> int:
+        """Deliver one batch of due rows, oldest first; returns how many were settled."""
+        settled = 0
+        for item in await self.store.outbox.lease_due(limit=BATCH, lease_s=LEASE_S):
+            settled += await self._deliver_one(item)
+        return settled
+
+    async def _deliver_one(self, item: OutboxItem) -> int:
+        try:
+            response = await self._send(item)
+        except Deferred:
+            await self.store.outbox.retry_at_once(item.id)
+            return 0
+        except SlackApiError as exc:
+            await self._failed(item, exc)
+            return 0
+        except Exception as exc:  # a timeout or connection error that outlived the client's retries
+            await self.store.outbox.retry_later(
+                item.id, delay_s=self._backoff_s(item), error=repr(exc)[:500], max_attempts=MAX_ATTEMPTS
+            )
+            return 0
+        await self.store.outbox.mark_sent(item.id, response)
+        log.info("event=notification_sent kind=%s job=Q-%s target=%s", item.kind, item.job_id, item.target)
+        return 1
+
+    def _backoff_s(self, item: OutboxItem) -> float:
+        return float(min(RETRY_CAP_S, RETRY_BASE_S * 2**item.attempts))
+
+    async def _failed(self, item: OutboxItem, exc: SlackApiError) -> None:
+        error = str(exc.response.get("error", "unknown_error"))
+        if error in PERMANENT_ERRORS:
+            await self.store.outbox.retry_later(
+                item.id, delay_s=0, error=error, max_attempts=item.attempts + 1
+            )
+            log.warning("event=notification_failed kind=%s job=Q-%s error=%s", item.kind, item.job_id, error)
+            return
+        delay = self._backoff_s(item)
+        if exc.response.status_code == 429:
+            delay = max(delay, float(exc.response.headers.get("Retry-After", delay)))
+        await self.store.outbox.retry_later(item.id, delay_s=delay, error=error, max_attempts=MAX_ATTEMPTS)
+
+    async def _send(self, item: OutboxItem) -> dict[str, Any]:
+        if item.kind == "decision.opened":
+            return await self._post_decision(item)
+        if item.kind == "decision.closed":
+            return await self._update_decision(item)
+        if item.target is None:
+            return {"skipped": "no one to tell"}
+        if item.job_id is None:
+            return {"skipped": f"unknown notification {item.kind}"}
+        job = await self.store.jobs.get(item.job_id)
+        if item.kind == "sla.level":
+            decision = await self.store.decisions.open_for_job(job.id)
+            text, built = blocks.escalation_message(
+                job, int(item.payload.get("level", 1)), float(item.payload.get("overdue_s", 0)), decision
+            )
+        else:
+            text, built = blocks.job_note_message(job)
+        return await self._post(item.target, text, built)
+
+    async def _post(self, target: str, text: str, built: list[Any]) -> dict[str, Any]:
+        channel = target
+        if _is_user(target):
+            opened = await self.client.conversations_open(users=target)
+            channel = str(opened["channel"]["id"])
+        posted = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks.to_dicts(built))
+        return {"channel": posted.get("channel"), "ts": posted.get("ts")}
+
+    async def _post_decision(self, item: OutboxItem) -> dict[str, Any]:
+        assert item.decision_id is not None
+        decision = await self.store.decisions.get(item.decision_id)
+        if item.target is None:
+            return {"skipped": "no channel for decisions (set default_channel)"}
+        if decision.state.value != "open":
+            return {"skipped": f"closed before it was posted ({decision.state.value})"}
+        job = await self.store.jobs.get(decision.job_id)
+        text, built = blocks.decision_message(decision, job)
+        response = await self._post(item.target, text, built)
+        await self.store.decisions.set_message(
+            decision.id, channel=str(response["channel"]), ts=str(response["ts"])
+        )
+        return response
+
+    async def _update_decision(self, item: OutboxItem) -> dict[str, Any]:
+        assert item.decision_id is not None
+        decision = await self.store.decisions.get(item.decision_id)
+        if decision.message_ts is None or decision.channel is None:
+            if await self.store.outbox.pending_for_decision(decision.id, "decision.opened"):
+                raise Deferred(decision.ref)
+            return {"skipped": "the decision was never posted"}
+        job = await self.store.jobs.get(decision.job_id)
+        text, built = blocks.closed_decision_message(decision, job)
+        updated = await self.client.chat_update(
+            channel=decision.channel, ts=decision.message_ts, text=text, blocks=blocks.to_dicts(built)
+        )
+        return {"channel": updated.get("channel"), "ts": updated.get("ts")}
