@@ -36,3 +36,23 @@ async def test_a_failed_delivery_waits_then_parks_after_its_attempts(
     assert await engine.store.outbox.due() == []
     [parked] = await engine.store.outbox.all()
     assert (parked.state, parked.attempts) == ("failed", 2)
+
+
+async def test_two_senders_leasing_at_once_never_take_the_same_row(engine: Engine) -> None:
+    from store import Store
+
+    for n in range(12):
+        await engine.enqueue("demo.ask", {"question": f"Q{n}?"}, channel="CQUEUE")
+    await drain(engine)
+    other = Store.connect(engine.store.db.url)
+    try:
+        import asyncio
+
+        first, second = await asyncio.gather(
+            engine.store.outbox.lease_due(limit=8), other.outbox.lease_due(limit=8)
+        )
+    finally:
+        await other.close()
+    ids = [item.id for item in first + second]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    assert await engine.store.outbox.lease_due() == []  # all leased: nothing due until the leases run out
