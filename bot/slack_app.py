@@ -1,0 +1,40 @@
+"""The Slack surface: a Bolt AsyncApp served by aiohttp at POST /slack/events, plus /healthz."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+
+from bot.delivery import web_client
+from bot.engine import Engine
+from handlers import actions, commands
+
+EVENTS_PATH = "/slack/events"
+
+
+def create_slack_app(
+    engine: Engine,
+    *,
+    token: str,
+    signing_secret: str,
+    api_url: str | None,
+    after_change: Callable[[], None] | None = None,
+) -> AsyncApp:
+    """The Bolt app with queuebot's listeners; its Web API client honours Slack's rate limits."""
+    app = AsyncApp(client=web_client(token, api_url), signing_secret=signing_secret)
+    actions.register(app, engine, after_change=after_change)
+    commands.register(app, engine, after_change=after_change)
+    return app
+
+
+def create_web_app(app: AsyncApp) -> web.Application:
+    """aiohttp application: Slack's requests at /slack/events, a health check at /healthz."""
+    web_app = app.web_app(path=EVENTS_PATH)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    web_app.router.add_get("/healthz", healthz)
+    return web_app

@@ -1,0 +1,129 @@
+"""The Bolt app over real HTTP: signed clicks from the fake Slack answer decisions, the message is updated
+in place through the outbox, and refused clicks are told why and change nothing."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from pydantic import BaseModel
+
+from bot.context import JobContext
+from bot.delivery import OutboxDelivery, web_client
+from bot.engine import Engine
+from bot.jobtypes import job_type
+from bot.slack_app import EVENTS_PATH, create_slack_app, create_web_app
+from sandbox.fake_slack import FakeSlack
+from sandbox.signed_requests import SignedRequests
+from store.states import JobState
+from tests.helpers import drain, wait_for_state
+
+CHANNEL = "C0QUEUE001"
+
+
+@dataclass
+class Workspace:
+    fake: FakeSlack
+    slack: SignedRequests
+    delivery: OutboxDelivery
+
+    async def deliver(self) -> None:
+        while await self.delivery.deliver_due():
+            pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
+    async with FakeSlack() as fake:
+        app = create_slack_app(
+            engine, token=fake.token, signing_secret=fake.signing_secret, api_url=fake.api_url
+        )
+        runner = web.AppRunner(create_web_app(app))
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
+                yield Workspace(fake, slack, OutboxDelivery(engine, web_client(fake.token, fake.api_url)))
+        finally:
+            await runner.cleanup()
+
+
+async def posted_decision(
+    engine: Engine, ws: Workspace, job_type: str, data: dict[str, object]
+) -> tuple[int, str]:
+    job_id = (await engine.enqueue(job_type, data, channel=CHANNEL, owner="UOWNER0001")).job.id
+    await drain(engine)
+    await ws.deliver()
+    [decision] = await engine.store.decisions.for_job(job_id)
+    assert decision.message_ts is not None
+    return job_id, decision.message_ts
+
+
+async def test_a_click_answers_and_the_message_is_updated_in_place(
+    engine: Engine, workspace: Workspace
+) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    click = workspace.slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
+    assert (await workspace.slack.send(click)).status == 200
+    await wait_for_state(engine, job_id, JobState.READY)  # Bolt acks first, then the listener acts
+    await workspace.deliver()
+    message = workspace.fake.message(CHANNEL, ts)
+    assert "<@UREVIEW001> answered *approve*" in str(message["blocks"])
+    await drain(engine)
+    assert (await engine.store.jobs.get(job_id)).result == "approve"
+
+
+async def test_a_second_click_is_told_who_answered_and_changes_nothing(
+    engine: Engine, workspace: Workspace
+) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    first = workspace.slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
+    late = workspace.slack.block_actions("UGUEST0001", "answer:deny", channel=CHANNEL, message_ts=ts)
+    await workspace.slack.send(first)
+    await wait_for_state(engine, job_id, JobState.READY)
+    trail = await engine.store.jobs.events(job_id)
+    assert (await workspace.slack.send(late)).status == 200
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.response_posts(late.response_url or "")))
+    [reply] = workspace.fake.response_posts(late.response_url or "")
+    assert reply["text"] == "D-1 was already answered by UREVIEW001 with approve"
+    assert reply["response_type"] == "ephemeral"
+    assert await engine.store.jobs.events(job_id) == trail
+
+
+async def test_a_click_by_someone_outside_the_policy_is_refused_and_audited(
+    engine: Engine, workspace: Workspace
+) -> None:
+    class Empty(BaseModel):
+        pass
+
+    @job_type("test.owner_only", input=Empty, lane="fast", into=engine.types)
+    async def owner_only(ctx: JobContext, data: Empty) -> str:  # the default policy: owner and admins
+        return (await ctx.ask("go", "Go?", ["yes", "no"])).value
+
+    job_id, ts = await posted_decision(engine, workspace, "test.owner_only", {})
+    click = workspace.slack.block_actions("UGUEST0001", "answer:yes", channel=CHANNEL, message_ts=ts)
+    assert (await workspace.slack.send(click)).status == 200
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.response_posts(click.response_url or "")))
+    [reply] = workspace.fake.response_posts(click.response_url or "")
+    assert reply["text"] == "UGUEST0001 may not answer D-1; it is for the job's owner, admins"
+    assert (await engine.store.jobs.get(job_id)).state is JobState.WAITING_DECISION
+    denied = [e for e in await engine.store.jobs.events(job_id) if e.kind == "denied"]
+    assert [e.actor for e in denied] == ["UGUEST0001"]
+
+
+async def test_a_bad_signature_is_401_and_changes_nothing(engine: Engine, workspace: Workspace) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    click = workspace.slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
+    assert (await workspace.slack.send(workspace.slack.wrong_secret(click))).status == 401
+    assert (await workspace.slack.send(workspace.slack.stale(click, age=600))).status == 401
+    assert (await engine.store.jobs.get(job_id)).state is JobState.WAITING_DECISION
