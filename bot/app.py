@@ -60,3 +60,45 @@ async def work(engine: Engine, *, until_idle: bool = False, stop: asyncio.Event 
         await scheduler.stop()
         await listener.stop()
     return worker
+
+
+def missing_slack_settings(settings: Settings) -> list[str]:
+    """The environment variables `queuebot run` needs to serve Slack and does not have."""
+    return [
+        name
+        for name, value in (
+            ("SLACK_BOT_TOKEN", settings.slack_bot_token),
+            ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+        )
+        if not value
+    ]
+
+
+async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Serve Slack at /slack/events on PORT, deliver the outbox, and run workers and the scheduler."""
+    from aiohttp import web
+
+    from bot.delivery import OutboxDelivery, web_client
+    from bot.slack_app import create_slack_app, create_web_app
+
+    assert settings.slack_bot_token and settings.slack_signing_secret
+    stop = stop or asyncio.Event()
+    delivery = OutboxDelivery(engine, web_client(settings.slack_bot_token, settings.slack_api_url))
+    slack = create_slack_app(
+        engine,
+        token=settings.slack_bot_token,
+        signing_secret=settings.slack_signing_secret,
+        api_url=settings.slack_api_url,
+        after_change=delivery.wake.set,
+    )
+    runner = web.AppRunner(create_web_app(slack))
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    log.warning("event=serving port=%d path=/slack/events", settings.port)
+    sender = asyncio.create_task(delivery.run(stop))
+    try:
+        await work(engine, stop=stop)
+    finally:
+        stop.set()
+        await sender
+        await runner.cleanup()

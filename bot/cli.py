@@ -306,10 +306,20 @@ async def work(until_idle: bool) -> None:
 @cli.command()
 @run_async
 async def run() -> None:
-    """Run queuebot: workers and the scheduler (Slack is served once it is configured)."""
-    async with app.open_engine() as engine:
+    """Run queuebot: serve Slack, deliver notifications, run the workers and the scheduler."""
+    settings, _ = app.load()
+    missing = app.missing_slack_settings(settings)
+    async with app.open_engine(settings) as engine:
         _announce(engine)
-        await app.work(engine)
+        if missing:
+            click.echo(
+                f"Slack is not served: {' and '.join(missing)} not set (create the app from manifest.yml, "
+                "see the README). Running the queue without Slack.",
+                err=True,
+            )
+            await app.work(engine)
+        else:
+            await app.serve(engine, settings)
 
 
 def _announce(engine: Engine) -> None:
