@@ -127,3 +127,34 @@ async def test_a_bad_signature_is_401_and_changes_nothing(engine: Engine, worksp
     assert (await workspace.slack.send(workspace.slack.wrong_secret(click))).status == 401
     assert (await workspace.slack.send(workspace.slack.stale(click, age=600))).status == 401
     assert (await engine.store.jobs.get(job_id)).state is JobState.WAITING_DECISION
+
+
+async def test_queuebot_run_serves_slack_works_the_queue_and_delivers_on_its_own(engine: Engine) -> None:
+    import asyncio
+
+    from bot import app
+    from bot.settings import Settings
+
+    async with FakeSlack() as fake:
+        port = _free_port()
+        settings = Settings(
+            slack_bot_token=fake.token,
+            slack_signing_secret=fake.signing_secret,
+            slack_api_url=fake.api_url,
+            port=port,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(app.serve(engine, settings, stop=stop))
+        try:
+            job_id = (await engine.enqueue("demo.ask", {"question": "Ship?"}, channel=CHANNEL)).job.id
+            await fake.wait_for(lambda: bool(fake.calls_to("chat.postMessage", ok=True)), timeout=10)
+            ts = str(fake.calls_to("chat.postMessage", ok=True)[0].response["ts"])
+            async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
+                click = slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
+                assert (await slack.send(click)).status == 200
+            await wait_for_state(engine, job_id, JobState.COMPLETED)
+            await fake.wait_for(lambda: bool(fake.calls_to("chat.update", ok=True)), timeout=10)
+            assert "answered *approve*" in str(fake.message(CHANNEL, ts)["blocks"])
+        finally:
+            stop.set()
+            await running
