@@ -9,7 +9,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.delivery import web_client
 from bot.engine import Engine
-from handlers import actions, commands
+from handlers import actions, commands, events
 
 EVENTS_PATH = "/slack/events"
 
@@ -26,6 +26,7 @@ def create_slack_app(
     app = AsyncApp(client=web_client(token, api_url), signing_secret=signing_secret)
     actions.register(app, engine, after_change=after_change)
     commands.register(app, engine, after_change=after_change)
+    events.register(app, engine)
     return app
 
 

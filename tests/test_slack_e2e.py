@@ -158,3 +158,17 @@ async def test_queuebot_run_serves_slack_works_the_queue_and_delivers_on_its_own
         finally:
             stop.set()
             await running
+
+
+async def test_opening_the_home_tab_publishes_the_board_and_what_waits_on_the_viewer(
+    engine: Engine, workspace: Workspace
+) -> None:
+    await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    await engine.enqueue("demo.triage", {}, owner="UOWNER0001")  # pending: waits on its owner
+    await drain(engine)
+    assert (await workspace.slack.send(workspace.slack.app_home_opened("UOWNER0001"))).status == 200
+    await workspace.fake.wait_for(lambda: workspace.fake.home_view("UOWNER0001") is not None)
+    home = str(workspace.fake.home_view("UOWNER0001"))
+    assert "waiting decision* 1" in home and "pending* 1" in home
+    assert "Q-2" in home and "is pending: a ticket id" in home
+    assert "D-1" in home  # demo.ask lets anyone answer
