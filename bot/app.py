@@ -91,7 +91,7 @@ async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | Non
         api_url=settings.slack_api_url,
         after_change=delivery.wake.set,
     )
-    runner = web.AppRunner(create_web_app(slack))
+    runner = web.AppRunner(create_web_app(slack, engine))
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.port).start()
     log.warning("event=serving port=%d path=/slack/events", settings.port)

@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.delivery import web_client
 from bot.engine import Engine
+from bot.metrics import Metrics
 from handlers import actions, commands, events
 
 EVENTS_PATH = "/slack/events"
@@ -30,9 +31,10 @@ def create_slack_app(
     return app
 
 
-def create_web_app(app: AsyncApp) -> web.Application:
-    """aiohttp application: Slack's requests at /slack/events, a health check at /healthz."""
+def create_web_app(app: AsyncApp, engine: Engine) -> web.Application:
+    """aiohttp application: Slack's requests at /slack/events, /healthz and Prometheus /metrics."""
     web_app = app.web_app(path=EVENTS_PATH)
+    web_app.router.add_get("/metrics", Metrics(engine).handle)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

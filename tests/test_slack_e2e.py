@@ -29,6 +29,7 @@ class Workspace:
     fake: FakeSlack
     slack: SignedRequests
     delivery: OutboxDelivery
+    base_url: str
 
     async def deliver(self) -> None:
         while await self.delivery.deliver_due():
@@ -47,13 +48,14 @@ async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
         app = create_slack_app(
             engine, token=fake.token, signing_secret=fake.signing_secret, api_url=fake.api_url
         )
-        runner = web.AppRunner(create_web_app(app))
+        runner = web.AppRunner(create_web_app(app, engine))
         await runner.setup()
         port = _free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
-                yield Workspace(fake, slack, OutboxDelivery(engine, web_client(fake.token, fake.api_url)))
+                delivery = OutboxDelivery(engine, web_client(fake.token, fake.api_url))
+                yield Workspace(fake, slack, delivery, f"http://127.0.0.1:{port}")
         finally:
             await runner.cleanup()
 
@@ -172,3 +174,16 @@ async def test_opening_the_home_tab_publishes_the_board_and_what_waits_on_the_vi
     assert "waiting decision* 1" in home and "pending* 1" in home
     assert "Q-2" in home and "is pending: a ticket id" in home
     assert "D-1" in home  # demo.ask lets anyone answer
+
+
+async def test_healthz_and_metrics_report_the_queue(engine: Engine, workspace: Workspace) -> None:
+    import aiohttp
+
+    await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{workspace.base_url}/healthz") as health:
+            assert health.status == 200 and (await health.json()) == {"ok": True}
+        async with http.get(f"{workspace.base_url}/metrics") as metrics:
+            text = await metrics.text()
+    assert 'queuebot_jobs{lane="fast",state="waiting_decision"} 1.0' in text
+    assert "queuebot_sla_breaches 0.0" in text
