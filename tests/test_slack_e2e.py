@@ -187,3 +187,52 @@ async def test_healthz_and_metrics_report_the_queue(engine: Engine, workspace: W
             text = await metrics.text()
     assert 'queuebot_jobs{lane="fast",state="waiting_decision"} 1.0' in text
     assert "queuebot_sla_breaches 0.0" in text
+
+
+async def test_queue_add_creates_a_job_in_that_channel_and_a_slack_retry_makes_no_second(
+    engine: Engine, workspace: Workspace
+) -> None:
+    command = workspace.slack.slash_command("UOWNER0001", 'add demo.ask question="Ship it?"', channel=CHANNEL)
+    first = await workspace.slack.send(command)
+    assert first.status == 200
+    assert first.text.startswith("Created Q-1 (`demo.ask`, P1, lane fast)")
+    again = await workspace.slack.send(workspace.slack.retried(command, 1))
+    assert "Q-1 already exists for this request" in again.text
+    [job] = await engine.store.jobs.list()
+    assert (job.owner, job.channel, job.input) == ("UOWNER0001", CHANNEL, {"question": "Ship it?"})
+    await drain(engine)
+    await workspace.deliver()
+    [posted] = workspace.fake.calls_to("chat.postMessage", ok=True)
+    assert posted.args["channel"] == CHANNEL  # decisions go to the channel the job was created in
+
+
+async def test_queue_text_mistakes_get_usage_and_change_nothing(engine: Engine, workspace: Workspace) -> None:
+    replies = []
+    for text in ("lsit", "add", "add demo.echo txt=hi", "add nope", "show Q-99", "cancel Q-x"):
+        delivery = await workspace.slack.send(
+            workspace.slack.slash_command("UGUEST0001", text, channel=CHANNEL)
+        )
+        assert delivery.status == 200
+        replies.append(delivery.text)
+    assert "did you mean `list`" in replies[0] and "*Usage*" in replies[0]
+    assert "text: Field required" in replies[2]
+    assert "unknown job type 'nope'" in replies[3]
+    assert replies[4] == "no job Q-99"
+    assert await engine.store.jobs.list() == []
+
+
+async def test_queue_list_show_stats_and_cancel(engine: Engine, workspace: Workspace) -> None:
+    async def say(text: str) -> str:
+        delivery = await workspace.slack.send(
+            workspace.slack.slash_command("UOWNER0001", text, channel=CHANNEL)
+        )
+        return str(delivery.text)
+
+    await say("add demo.sleep seconds=30")
+    assert "*Q-1* `demo.sleep` ready" in await say("list")
+    assert "*Q-1* `demo.sleep` ready" in await say("list mine")
+    assert "enqueued by UOWNER0001" in await say("show Q-1")
+    assert "ready 1" in await say("stats")
+    assert await say("cancel Q-1 no longer needed") == "Q-1 cancelled."
+    job = await engine.store.jobs.get(1)
+    assert (job.state, job.reason) == (JobState.CANCELLED, "no longer needed")
