@@ -187,3 +187,31 @@ def to_dicts(blocks: list[Block]) -> list[dict[str, Any]]:
     if len(blocks) > MAX_BLOCKS_PER_MESSAGE:
         raise ValueError(f"{len(blocks)} blocks; a Slack message holds at most {MAX_BLOCKS_PER_MESSAGE}")
     return [block.to_dict() for block in blocks]
+
+
+#: Slack's limit for a modal.
+MAX_BLOCKS_PER_MODAL = 100
+
+
+def evidence_modal(job: Job, events: list[Any]) -> dict[str, Any]:
+    """A modal with the job's whole evidence trail (newest last) and its full output."""
+    body: list[Block] = [_context(job)]
+    if job.result is not None:
+        body.append(SectionBlock(text=f"```{truncate(_output_text(job.result), SECTION_TEXT_LIMIT - 6)}```"))
+    room = MAX_BLOCKS_PER_MODAL - len(body) - 1
+    shown = events[-room:]
+    if len(events) > len(shown):
+        body.append(
+            ContextBlock(elements=[MarkdownTextObject(text=f"{len(events) - len(shown)} earlier events")])
+        )
+    for event in shown:
+        move = f" {event.from_state or ''}→{event.to_state}" if event.to_state else ""
+        why = f" — {event.reason}" if event.reason else ""
+        line = f"`{event.at:%Y-%m-%d %H:%M:%S}` *{event.kind}* by {event.actor}{move}{why}"
+        body.append(SectionBlock(text=truncate(line, SECTION_TEXT_LIMIT)))
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": truncate(f"Evidence {job.ref}", 24)},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [block.to_dict() for block in body],
+    }

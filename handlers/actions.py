@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.engine import Engine
@@ -45,6 +46,24 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Any = None) -> None
         if answered.decision.state.value == "open":
             await _tell(respond, f"Vote recorded: {answered.counted_votes} of {answered.decision.quorum}.")
         log.info("event=decision_clicked decision=%s user=%s", answered.decision.ref, user)
+
+    @app.action(blocks.EVIDENCE_ACTION)
+    async def evidence_clicked(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+    ) -> None:
+        await ack()
+        try:
+            view = await engine.show(str(action.get("value", "")))
+        except QueuebotError as refused:
+            await _tell(respond, str(refused))
+            return
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=blocks.evidence_modal(view.job, view.events)
+        )
 
     @app.action(blocks.ACKNOWLEDGE_ACTION)
     async def acknowledge_clicked(

@@ -236,3 +236,14 @@ async def test_queue_list_show_stats_and_cancel(engine: Engine, workspace: Works
     assert await say("cancel Q-1 no longer needed") == "Q-1 cancelled."
     job = await engine.store.jobs.get(1)
     assert (job.state, job.reason) == (JobState.CANCELLED, "no longer needed")
+
+
+async def test_the_evidence_button_opens_the_whole_trail(engine: Engine, workspace: Workspace) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.review", {"text": "y" * 5000})
+    click = workspace.slack.block_actions("UREVIEW001", "show_evidence", channel=CHANNEL, message_ts=ts)
+    assert (await workspace.slack.send(click)).status == 200
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.calls_to("views.open", ok=True)))
+    [opened] = workspace.fake.calls_to("views.open", ok=True)
+    shown = str(opened.args["view"])
+    assert "Evidence Q-1" in shown and "*proposed* by" in shown and "*claimed* by" in shown
+    assert (await engine.store.jobs.get(job_id)).state is JobState.NEEDS_REVIEW  # looking changes nothing
