@@ -215,3 +215,42 @@ def evidence_modal(job: Job, events: list[Any]) -> dict[str, Any]:
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": [block.to_dict() for block in body],
     }
+
+
+COMMENT_CALLBACK = "decision_comment"
+COMMENT_BLOCK = "comment"
+COMMENT_INPUT = "comment_text"
+#: What the modal asks for, by the option that needs words with it.
+COMMENT_PROMPTS = {
+    "reject": ("Reject", "Why is it rejected?"),
+    "changes": ("Request changes", "What should change? The job runs again with this."),
+    OTHER_ACTION: ("Another answer", "Your answer"),
+}
+
+
+def comment_modal(decision: Decision, option: str) -> dict[str, Any]:
+    """A modal asking for a reason (Reject), feedback (Request changes) or a free-text answer (Other…);
+    `private_metadata` carries the decision and the option, so the submission is self-contained."""
+    title, label = COMMENT_PROMPTS[option]
+    return {
+        "type": "modal",
+        "callback_id": COMMENT_CALLBACK,
+        "private_metadata": f"{decision.ref}:{option}",
+        "title": {"type": "plain_text", "text": truncate(title, 24)},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            SectionBlock(text=truncate(decision.question, SECTION_TEXT_LIMIT)).to_dict(),
+            {
+                "type": "input",
+                "block_id": COMMENT_BLOCK,
+                "label": {"type": "plain_text", "text": truncate(label, 2000)},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": COMMENT_INPUT,
+                    "multiline": True,
+                    "max_length": 3000,
+                },
+            },
+        ],
+    }

@@ -1,9 +1,11 @@
-"""Button clicks: decision options and Acknowledge. Thin: ack at once, call the engine, tell the clicker."""
+"""Button clicks and the modals they open: decision options, Other…, Reject's reason, Request changes'
+feedback, Evidence and Acknowledge. Thin: ack at once, call the engine, tell the clicker."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -12,10 +14,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks
 from bot.engine import Engine
 from store.errors import QueuebotError
+from store.states import DecisionKind
 
 log = logging.getLogger("queuebot.handlers")
 
 ANSWER_ACTION = re.compile("^" + re.escape(blocks.ANSWER_ACTION_PREFIX))
+NOT_OURS = "That button is not one of queuebot's; nothing was changed."
+
+AfterChange = Callable[[], None] | None
 
 
 async def _tell(respond: AsyncRespond, text: str) -> None:
@@ -23,20 +29,37 @@ async def _tell(respond: AsyncRespond, text: str) -> None:
     await respond(text=text, response_type="ephemeral", replace_original=False)
 
 
-def register(app: AsyncApp, engine: Engine, *, after_change: Any = None) -> None:
-    """Attach the button listeners. `after_change` is called after a change so the outbox is sent soon."""
+def register(app: AsyncApp, engine: Engine, *, after_change: AfterChange = None) -> None:
+    """Attach the button and modal listeners. `after_change` runs after a change so the outbox goes soon."""
+    _register_answers(app, engine, after_change)
+    _register_comments(app, engine, after_change)
+    _register_evidence(app, engine)
+    _register_acknowledge(app, engine)
 
+
+def _register_answers(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:
     @app.action(ANSWER_ACTION)
     async def answer_clicked(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
     ) -> None:
         await ack()
         user = str(body["user"]["id"])
         try:
             decision_id, value = blocks.parse_answer_value(str(action.get("value", "")))
+            decision = await engine.store.decisions.get(decision_id)
+            if decision.kind is DecisionKind.REVIEW and value in blocks.COMMENT_PROMPTS:
+                # Reject asks for a reason and Request changes for feedback before anything is recorded.
+                await client.views_open(
+                    trigger_id=body["trigger_id"], view=blocks.comment_modal(decision, value)
+                )
+                return
             answered = await engine.answer(decision_id, value, actor=user)
         except ValueError:
-            await _tell(respond, "That button is not one of queuebot's; nothing was changed.")
+            await _tell(respond, NOT_OURS)
             return
         except QueuebotError as refused:
             await _tell(respond, str(refused))
@@ -47,6 +70,48 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Any = None) -> None
             await _tell(respond, f"Vote recorded: {answered.counted_votes} of {answered.decision.quorum}.")
         log.info("event=decision_clicked decision=%s user=%s", answered.decision.ref, user)
 
+
+def _register_comments(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:
+    @app.action(blocks.OTHER_ACTION)
+    async def other_clicked(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+    ) -> None:
+        await ack()
+        try:
+            decision = await engine.store.decisions.get(int(str(action.get("value", "")).removeprefix("D-")))
+        except (ValueError, QueuebotError):
+            await _tell(respond, NOT_OURS)
+            return
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=blocks.comment_modal(decision, blocks.OTHER_ACTION)
+        )
+
+    @app.view(blocks.COMMENT_CALLBACK)
+    async def comment_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view.get("state", {}).get("values", {})
+        text = str(
+            values.get(blocks.COMMENT_BLOCK, {}).get(blocks.COMMENT_INPUT, {}).get("value") or ""
+        ).strip()
+        if not text:
+            await ack(response_action="errors", errors={blocks.COMMENT_BLOCK: "Please write something."})
+            return
+        try:
+            decision_id, option = blocks.parse_answer_value(str(view.get("private_metadata", "")))
+            value, comment = (text, None) if option == blocks.OTHER_ACTION else (option, text)
+            await engine.answer(decision_id, value, actor=str(body["user"]["id"]), comment=comment)
+        except (ValueError, QueuebotError) as refused:
+            await ack(response_action="errors", errors={blocks.COMMENT_BLOCK: str(refused)[:150]})
+            return
+        await ack()
+        if after_change is not None:
+            after_change()
+
+
+def _register_evidence(app: AsyncApp, engine: Engine) -> None:
     @app.action(blocks.EVIDENCE_ACTION)
     async def evidence_clicked(
         ack: AsyncAck,
@@ -65,14 +130,15 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Any = None) -> None
             trigger_id=body["trigger_id"], view=blocks.evidence_modal(view.job, view.events)
         )
 
+
+def _register_acknowledge(app: AsyncApp, engine: Engine) -> None:
     @app.action(blocks.ACKNOWLEDGE_ACTION)
     async def acknowledge_clicked(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()
-        user = str(body["user"]["id"])
         try:
-            job = await engine.acknowledge(str(action.get("value", "")), actor=user)
+            job = await engine.acknowledge(str(action.get("value", "")), actor=str(body["user"]["id"]))
         except QueuebotError as refused:
             await _tell(respond, str(refused))
             return

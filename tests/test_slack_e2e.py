@@ -19,7 +19,7 @@ from bot.slack_app import EVENTS_PATH, create_slack_app, create_web_app
 from sandbox.fake_slack import FakeSlack
 from sandbox.signed_requests import SignedRequests
 from store.states import JobState
-from tests.helpers import drain, wait_for_state
+from tests.helpers import drain, wait_for, wait_for_state
 
 CHANNEL = "C0QUEUE001"
 
@@ -247,3 +247,68 @@ async def test_the_evidence_button_opens_the_whole_trail(engine: Engine, workspa
     shown = str(opened.args["view"])
     assert "Evidence Q-1" in shown and "*proposed* by" in shown and "*claimed* by" in shown
     assert (await engine.store.jobs.get(job_id)).state is JobState.NEEDS_REVIEW  # looking changes nothing
+
+
+async def submit_comment(ws: Workspace, user: str, text: str) -> int:
+    await ws.fake.wait_for(lambda: bool(ws.fake.calls_to("views.open", ok=True)))
+    view_id = str(ws.fake.calls_to("views.open", ok=True)[-1].response["view"]["id"])
+    submission = ws.slack.view_submission(user, view_id, {"comment": {"comment_text": text}})
+    return (await ws.slack.send(submission)).status
+
+
+async def test_reject_asks_for_a_reason_and_records_it(engine: Engine, workspace: Workspace) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.review", {"text": "draft"})
+    click = workspace.slack.block_actions("UREVIEW001", "answer:reject", channel=CHANNEL, message_ts=ts)
+    await workspace.slack.send(click)
+    assert (await engine.store.jobs.get(job_id)).state is JobState.NEEDS_REVIEW  # nothing until the reason
+    assert await submit_comment(workspace, "UREVIEW001", "wrong customer") == 200
+    job = await wait_for_state(engine, job_id, JobState.REJECTED)
+    assert job.reason == "wrong customer"
+
+
+async def test_request_changes_runs_the_job_again_with_the_feedback(
+    engine: Engine, workspace: Workspace
+) -> None:
+    job_id, ts = await posted_decision(engine, workspace, "demo.review", {"text": "draft"})
+    click = workspace.slack.block_actions("UREVIEW001", "answer:changes", channel=CHANNEL, message_ts=ts)
+    await workspace.slack.send(click)
+    assert await submit_comment(workspace, "UREVIEW001", "make it shorter") == 200
+    await wait_for_state(engine, job_id, JobState.READY)
+    await drain(engine)
+    job = await engine.store.jobs.get(job_id)
+    assert job.state is JobState.NEEDS_REVIEW and job.result == "draft\n[revised for: make it shorter]"
+
+
+async def overdue(engine: Engine, job_id: int, by_s: float) -> None:
+    """Test set-up: move a job's SLA into the past (the signed requests need the real clock)."""
+    from datetime import timedelta
+
+    from store import clock
+    from store.schema import jobs
+
+    past = clock.now() - timedelta(seconds=by_s)
+    async with engine.store.db.write() as conn:
+        await conn.execute(jobs.update().where(jobs.c.id == job_id).values(sla_at=past, sla_next_at=past))
+
+
+async def test_acknowledge_in_an_escalation_dm_stops_the_ladder(engine: Engine, workspace: Workspace) -> None:
+    from scheduler import rules
+
+    job_id = (await engine.enqueue("demo.triage", {}, owner="UOWNER0001")).job.id
+    await drain(engine, rules=False)
+    await overdue(engine, job_id, 60)
+    assert await rules.climb_escalation_ladders(engine) == 1
+    await workspace.deliver()
+    dm = workspace.fake.dm_channel("UOWNER0001")
+    [escalation] = [m for m in workspace.fake.messages(dm) if "past its SLA" in m["text"]]
+    click = workspace.slack.block_actions(
+        "UOWNER0001", "acknowledge", channel=dm, message_ts=escalation["ts"]
+    )
+    assert (await workspace.slack.send(click)).status == 200
+
+    async def acknowledged() -> bool:
+        return (await engine.store.jobs.get(job_id)).acknowledged_by == "UOWNER0001"
+
+    await wait_for(acknowledged)
+    await overdue(engine, job_id, 3600)  # an hour late: the next levels would be due
+    assert await rules.climb_escalation_ladders(engine) == 0
