@@ -312,3 +312,28 @@ async def test_acknowledge_in_an_escalation_dm_stops_the_ladder(engine: Engine, 
     await wait_for(acknowledged)
     await overdue(engine, job_id, 3600)  # an hour late: the next levels would be due
     assert await rules.climb_escalation_ladders(engine) == 0
+
+
+async def test_twenty_concurrent_clicks_make_one_answer_and_one_update(
+    engine: Engine, workspace: Workspace
+) -> None:
+    import asyncio
+
+    job_id, ts = await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    people = ["UOWNER0001", "UADMIN0001", "UREVIEW001", "UGUEST0001"]
+    clicks = [
+        workspace.slack.block_actions(
+            people[n % 4], f"answer:{'approve' if n % 2 else 'deny'}", channel=CHANNEL, message_ts=ts
+        )
+        for n in range(20)
+    ]
+    statuses = await asyncio.gather(*(workspace.slack.send(click) for click in clicks))
+    assert {delivery.status for delivery in statuses} == {200}
+    await workspace.fake.wait_for(
+        lambda: sum(len(workspace.fake.response_posts(c.response_url or "")) for c in clicks) == 19,
+        timeout=10,
+    )
+    events = await engine.store.jobs.events(job_id)
+    assert [e.kind for e in events].count("decision_answered") == 1
+    await workspace.deliver()
+    assert len(workspace.fake.calls_to("chat.update", ok=True)) == 1
