@@ -10,7 +10,7 @@ from slack_bolt.async_app import AsyncApp
 from bot.delivery import web_client
 from bot.engine import Engine
 from bot.metrics import Metrics
-from handlers import actions, commands, events
+from handlers import actions, commands, events, new_job_modal
 
 EVENTS_PATH = "/slack/events"
 
@@ -28,6 +28,7 @@ def create_slack_app(
     actions.register(app, engine, after_change=after_change)
     commands.register(app, engine, after_change=after_change)
     events.register(app, engine)
+    new_job_modal.register(app, engine)
     return app
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine import Engine
 from handlers.command_text import (
@@ -26,6 +27,7 @@ from handlers.command_text import (
     StatsCommand,
     parse_command_text,
 )
+from handlers.new_job_modal import new_job_modal
 from store.errors import InvalidInput, QueuebotError
 from store.models import Job
 
@@ -118,8 +120,6 @@ async def _dispatch(engine: Engine, command: Command, *, user: str, channel: str
             return await _show(engine, command)
         case StatsCommand():
             return await _stats(engine)
-        case NewCommand():
-            return "`/queue new` (a form) is not available yet; use `/queue add TYPE key=value…`."
         case HelpCommand():
             return USAGE
     return await _operate(engine, command, user)
@@ -138,11 +138,32 @@ async def run_command(engine: Engine, text: str, *, user: str, channel: str, tri
         return str(refused)
 
 
+async def _opened_new_job_modal(
+    engine: Engine, body: dict[str, Any], client: AsyncWebClient, ack: AsyncAck
+) -> bool:
+    """`/queue new [TYPE]` opens a modal instead of replying."""
+    try:
+        command = parse_command_text(str(body.get("text", "")))
+    except CommandTextError:
+        return False
+    if not isinstance(command, NewCommand):
+        return False
+    if command.type_name is not None and command.type_name not in engine.types:
+        await ack(text=f"unknown job type {command.type_name!r} (known: {', '.join(engine.types.names())})")
+        return True
+    await ack()
+    modal = new_job_modal(engine, command.type_name, str(body["channel_id"]))
+    await client.views_open(trigger_id=str(body["trigger_id"]), view=modal)
+    return True
+
+
 def register(app: AsyncApp, engine: Engine, *, after_change: Callable[[], None] | None = None) -> None:
     """Attach the /queue listener."""
 
     @app.command("/queue")
-    async def queue_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def queue_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        if await _opened_new_job_modal(engine, body, client, ack):
+            return
         reply = await run_command(
             engine,
             str(body.get("text", "")),

@@ -337,3 +337,26 @@ async def test_twenty_concurrent_clicks_make_one_answer_and_one_update(
     assert [e.kind for e in events].count("decision_answered") == 1
     await workspace.deliver()
     assert len(workspace.fake.calls_to("chat.update", ok=True)) == 1
+
+
+async def test_queue_new_opens_a_form_from_the_type_and_creates_the_job(
+    engine: Engine, workspace: Workspace
+) -> None:
+    command = workspace.slack.slash_command("UOWNER0001", "new demo.flaky", channel=CHANNEL)
+    assert (await workspace.slack.send(command)).status == 200
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.calls_to("views.open", ok=True)))
+    view_id = str(workspace.fake.calls_to("views.open", ok=True)[-1].response["view"]["id"])
+    bad = workspace.slack.view_submission("UOWNER0001", view_id, {"field:fail_times": {"value": "many"}})
+    refused = await workspace.slack.send(bad)
+    assert refused.json()["response_action"] == "errors"
+    assert "field:fail_times" in refused.json()["errors"]
+    assert await engine.store.jobs.list() == []  # nothing half-written
+    good = workspace.slack.view_submission("UOWNER0001", view_id, {"field:fail_times": {"value": "0"}})
+    assert (await workspace.slack.send(good)).status == 200
+    [job] = await engine.store.jobs.list()
+    assert (job.type, job.input, job.owner, job.channel) == (
+        "demo.flaky",
+        {"fail_times": 0},
+        "UOWNER0001",
+        CHANNEL,
+    )
