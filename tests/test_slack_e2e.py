@@ -360,3 +360,29 @@ async def test_queue_new_opens_a_form_from_the_type_and_creates_the_job(
         "UOWNER0001",
         CHANNEL,
     )
+
+
+async def test_a_timeout_with_a_default_updates_the_message(engine: Engine, workspace: Workspace) -> None:
+    from datetime import timedelta
+
+    from pydantic import BaseModel as Model
+
+    from store import clock
+    from store.schema import decisions
+
+    class Empty(Model):
+        pass
+
+    @job_type("test.defaulted", input=Empty, lane="fast", into=engine.types)
+    async def defaulted(ctx: JobContext, data: Empty) -> str:
+        return (await ctx.ask("go", "Go?", ["yes", "no"], default="no", timeout="1m")).value
+
+    job_id, ts = await posted_decision(engine, workspace, "test.defaulted", {})
+    async with engine.store.db.write() as conn:  # test set-up: the minute has passed
+        await conn.execute(decisions.update().values(timeout_at=clock.now() - timedelta(seconds=1)))
+    [outcome] = await engine.store.decisions.expire_due()
+    assert outcome.job.state is JobState.READY
+    await workspace.deliver()
+    assert "Timed out: the default *no* was used" in str(workspace.fake.message(CHANNEL, ts)["blocks"])
+    await drain(engine)
+    assert (await engine.store.jobs.get(job_id)).result == "no"
