@@ -79,15 +79,18 @@ async def _scalar(dsn: str, query: LiteralString, *params: object) -> Any:
         return None if row is None else row[0]
 
 
-async def _wait_until(predicate: Callable[[], bool], what: str, worker: asyncio.Task[None]) -> None:
-    """Poll ``predicate`` until true; fail fast if the worker died or it takes too long."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
+async def wait_until(
+    predicate: Callable[[], bool], what: str, worker: asyncio.Task[None], *, timeout_s: float = WAIT_TIMEOUT_S
+) -> None:
+    """Poll ``predicate`` until true; fail fast if the worker died or it takes too long (shared by both
+    sides of the benchmark)."""
+    deadline = time.monotonic() + timeout_s
     while not predicate():
         if worker.done():
             worker.result()  # re-raise the worker's exception, if any
-            raise RuntimeError(f"procrastinate worker exited while waiting for {what}")
+            raise RuntimeError(f"worker exited while waiting for {what}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {WAIT_TIMEOUT_S:.0f}s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         await asyncio.sleep(0.001)
 
 
@@ -144,7 +147,7 @@ async def _measure_latency(
         await _wait_for_listener(dsn, db_name, worker)
         for i in range(-WARMUP_JOBS, 0):  # warm the pool / code paths; not recorded
             await probe.defer_async(i=i)
-            await _wait_until(functools.partial(started.__contains__, i), "warm-up job", worker)
+            await wait_until(functools.partial(started.__contains__, i), "warm-up job", worker)
         started.clear()
 
         deferred: dict[int, float] = {}
@@ -152,7 +155,7 @@ async def _measure_latency(
             deferred[i] = time.perf_counter()
             await probe.defer_async(i=i)
             await asyncio.sleep(LATENCY_GAP_S)
-        await _wait_until(lambda: len(started) >= LATENCY_SAMPLES, "latency probes", worker)
+        await wait_until(lambda: len(started) >= LATENCY_SAMPLES, "latency probes", worker)
     finally:
         # Cancelling run_worker_async is how procrastinate expects an embedded worker to be
         # stopped: it shuts down gracefully (waits for running jobs, unregisters), then re-raises.

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
-from bench.procrastinate_side import run_procrastinate
+from bench.procrastinate_side import run_procrastinate, wait_until
 from bot.context import JobContext
 from bot.engine import Engine
 from bot.jobtypes import Registry, job_type
@@ -111,18 +111,6 @@ def _bench_config(settings: BenchSettings) -> Config:
     )
 
 
-async def _wait_until(predicate: Callable[[], bool], what: str, worker: asyncio.Task[None]) -> None:
-    """Poll `predicate` until it holds; fail fast if the worker died or it takes too long."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not predicate():
-        if worker.done():
-            worker.result()  # re-raise the worker's exception, if any
-            raise RuntimeError(f"worker exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {WAIT_TIMEOUT_S:.0f}s waiting for {what}")
-        await asyncio.sleep(0.001)
-
-
 async def _enqueue_phase(engine: Engine, settings: BenchSettings, label: str, say: Progress) -> float:
     say(f"{label}: enqueueing {settings.jobs} jobs in batches of {settings.batch}")
     start = time.perf_counter()
@@ -177,14 +165,21 @@ async def _latency_phase(
     try:
         for i in range(-WARMUP_JOBS, 0):  # warm the pool and the code paths; not recorded
             await engine.enqueue(PROBE_TYPE, {"i": i}, actor=ACTOR)
-            await _wait_until(functools.partial(started.__contains__, i), "a warm-up job", task)
+            await wait_until(
+                functools.partial(started.__contains__, i), "a warm-up job", task, timeout_s=WAIT_TIMEOUT_S
+            )
         started.clear()
         enqueued: dict[int, float] = {}
         for i in range(settings.latency_samples):
             enqueued[i] = time.perf_counter()
             await engine.enqueue(PROBE_TYPE, {"i": i}, actor=ACTOR)
             await asyncio.sleep(settings.latency_gap_s)
-        await _wait_until(lambda: len(started) >= settings.latency_samples, "the latency probes", task)
+        await wait_until(
+            lambda: len(started) >= settings.latency_samples,
+            "the latency probes",
+            task,
+            timeout_s=WAIT_TIMEOUT_S,
+        )
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=WAIT_TIMEOUT_S)
