@@ -14,6 +14,7 @@ import click
 import sqlalchemy.exc
 
 from bot import app
+from bot.durations import format_age
 from bot.engine import Engine, JobView, StatusView
 from bot.settings import Settings
 from store.errors import QueuebotError
@@ -130,7 +131,7 @@ async def status(as_json: bool) -> None:
     for state, count in stats.states.items():
         if count:
             age = stats.oldest_waiting_s.get(state)
-            click.echo(f"{state:<18} {count:>5}  {_age(age) if age is not None else ''}")
+            click.echo(f"{state:<18} {count:>5}  {format_age(age) if age is not None else ''}")
     click.echo(f"SLA breaches: {stats.sla_breaches}")
     for lane, counts in sorted(stats.lanes.items()):
         click.echo(f"lane {lane}: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
@@ -138,14 +139,6 @@ async def status(as_json: bool) -> None:
         click.echo(f"paused: {pause.scope} {pause.name} (by {pause.paused_by})".replace("  ", " "))
     for lane, until in view.cooldowns.items():
         click.echo(f"cooling down: lane {lane} until {until}")
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def job_view_json(view: JobView) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.engine import Engine
+from bot.wakeup import wait_any
 from store.models import OutboxItem
 
 log = logging.getLogger("queuebot.delivery")
@@ -90,10 +91,7 @@ class OutboxDelivery:
                 sent = 0
             if not sent:
                 self.wake.clear()
-                waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
-                await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+                await wait_any(self.wake, stop, timeout_s=poll_s)
 
     async def deliver_due(self) -> int:
         """Deliver one batch of due rows, oldest first; returns how many were settled."""

@@ -21,3 +21,12 @@ def parse_duration_s(value: str | float | int) -> float:
         raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
     number, unit = match.groups()
     return float(number) * _UNITS_S[unit or "s"]
+
+
+def format_age(seconds: float) -> str:
+    """A short age for people: 45s, 12m, 3.5h."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

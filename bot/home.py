@@ -13,6 +13,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.blocks import SECTION_TEXT_LIMIT, truncate
+from bot.durations import format_age
 from bot.engine import Engine
 from store.states import JobState
 
@@ -29,14 +30,6 @@ NEEDS_PEOPLE = [
 ]
 
 
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 async def home_view(engine: Engine, viewer: str) -> View:
     """The Home tab for one person, within Slack's 100-block limit."""
     status = await engine.status()
@@ -45,7 +38,7 @@ async def home_view(engine: Engine, viewer: str) -> View:
         f"*{state.replace('_', ' ')}* {count}" for state, count in stats.states.items() if count
     )
     oldest = ", ".join(
-        f"{state.replace('_', ' ')} {_age(age)}" for state, age in stats.oldest_waiting_s.items()
+        f"{state.replace('_', ' ')} {format_age(age)}" for state, age in stats.oldest_waiting_s.items()
     )
     blocks: list[Block] = [
         HeaderBlock(text="queuebot"),

@@ -17,6 +17,7 @@ from bot import endings
 from bot.context import JobContext
 from bot.engine import Engine
 from bot.outcomes import DecisionPending, JobStopped
+from bot.wakeup import wait_any
 from store import clock
 from store.errors import UnknownJobType
 from store.models import Job, RunEnd
@@ -148,7 +149,7 @@ class Worker:
             if stop is None:
                 await asyncio.sleep(self.config.poll_interval_s)
             else:
-                await _wait_any(stop, timeout_s=self.config.poll_interval_s)
+                await wait_any(stop, timeout_s=self.config.poll_interval_s)
 
     async def _queue_idle(self) -> bool:
         """Idle: nothing ready or running anywhere, and no retry due within the idle horizon."""
@@ -179,7 +180,7 @@ class Worker:
             elif len(claimed) < room:
                 # The lane's ready backlog is drained: a freed slot alone will find nothing, so claim again
                 # only when new work is announced (enqueue, retry, answer, NOTIFY) or at the next poll.
-                await _wait_any(wake, timeout_s=self.config.poll_interval_s)
+                await wait_any(wake, timeout_s=self.config.poll_interval_s)
 
     def _start(self, job: Job) -> None:
         run = _Run(job=job)
@@ -273,12 +274,3 @@ class Worker:
                 await self.engine.store.claims.finish(
                     [endings.abandoned(run.job, self.worker_id, "worker shut down") for run in runs]
                 )
-
-
-async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -29,6 +29,16 @@ class Wakeup:
             event.set()
 
 
+async def wait_any(*events: asyncio.Event, timeout_s: float) -> None:
+    """Return when any of the events is set, or after `timeout_s`."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 class PostgresListener:
     """Holds one connection that LISTENs for new work from other replicas."""
 

@@ -63,14 +63,13 @@ class ScansRepo:
         now = clock.now()
         stale = now - timedelta(seconds=heartbeat_timeout_s)
         pick = self._pick(
-            sa.select(jobs.c.id)
+            sa.select(jobs)
             .where(jobs.c.state == JobState.RUNNING.value, jobs.c.heartbeat_at < stale)
             .limit(limit)
         )
         reaped: list[Job] = []
         async with self.db.write() as conn:
-            for row in (await conn.execute(pick)).all():
-                job = row_to_job((await conn.execute(sa.select(jobs).where(jobs.c.id == row.id))).one())
+            for job in [row_to_job(row) for row in await conn.execute(pick)]:
                 out_of_attempts = job.attempts + 1 >= job.max_attempts
                 target = JobState.DEAD if out_of_attempts else JobState.READY
                 try:
