@@ -63,42 +63,50 @@ async def work(engine: Engine, *, until_idle: bool = False, stop: asyncio.Event 
 
 
 def missing_slack_settings(settings: Settings) -> list[str]:
-    """The environment variables `queuebot run` needs to serve Slack and does not have."""
-    return [
-        name
-        for name, value in (
-            ("SLACK_BOT_TOKEN", settings.slack_bot_token),
-            ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
-        )
-        if not value
-    ]
+    """The environment variables `queuebot run` needs to serve Slack and does not have. Over Socket Mode
+    (SLACK_APP_TOKEN set) no signing secret is needed: the WebSocket is opened with the app token."""
+    needed = [("SLACK_BOT_TOKEN", settings.slack_bot_token)]
+    if not settings.slack_app_token:
+        needed.append(("SLACK_SIGNING_SECRET", settings.slack_signing_secret))
+    return [name for name, value in needed if not value]
 
 
 async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Serve Slack at /slack/events on PORT, deliver the outbox, and run workers and the scheduler."""
+    """Serve Slack (at /slack/events on PORT, or over Socket Mode when SLACK_APP_TOKEN is set), deliver the
+    outbox, and run workers and the scheduler. /healthz and /metrics are served on PORT either way."""
     from aiohttp import web
+    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
     from bot.delivery import OutboxDelivery, web_client
     from bot.slack_app import create_slack_app, create_web_app
 
-    assert settings.slack_bot_token and settings.slack_signing_secret
+    assert settings.slack_bot_token and not missing_slack_settings(settings)
+    socket_mode = bool(settings.slack_app_token)
     stop = stop or asyncio.Event()
     delivery = OutboxDelivery(engine, web_client(settings.slack_bot_token, settings.slack_api_url))
     slack = create_slack_app(
         engine,
         token=settings.slack_bot_token,
-        signing_secret=settings.slack_signing_secret,
+        signing_secret=None if socket_mode else settings.slack_signing_secret,
         api_url=settings.slack_api_url,
         after_change=delivery.wake.set,
     )
-    runner = web.AppRunner(create_web_app(slack, engine))
+    runner = web.AppRunner(create_web_app(slack, engine, serve_events=not socket_mode))
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.port).start()
-    log.warning("event=serving port=%d path=/slack/events", settings.port)
+    socket: AsyncSocketModeHandler | None = None
+    if settings.slack_app_token:
+        socket = AsyncSocketModeHandler(slack, settings.slack_app_token)
+        await socket.connect_async()  # type: ignore[no-untyped-call]  # slack_bolt leaves it untyped
+        log.warning("event=serving mode=socket port=%d paths=/healthz,/metrics", settings.port)
+    else:
+        log.warning("event=serving mode=http port=%d path=/slack/events", settings.port)
     sender = asyncio.create_task(delivery.run(stop))
     try:
         await work(engine, stop=stop)
     finally:
         stop.set()
         await sender
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
         await runner.cleanup()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bot import instruments
 from bot.durations import parse_duration_s
 from bot.outcomes import BudgetExceeded, DecisionPending, JobStopped, PolicyBlocked
 from store.models import Answer, AnswererPolicy, Decision, DecisionOption, DecisionSpec, Job
@@ -190,6 +191,7 @@ class JobContext:
                 self.job, prepared, rule.answer, rule=rule.name, channel=self.decision_channel
             )
             self._decisions[prepared.key] = recorded
+            instruments.decision_closed(recorded)
             return answer_of(recorded)
         raise DecisionPending(prepared)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bot import instruments
 from bot.authority import Authority
 from bot.jobtypes import JobType, Registry, registry
 from bot.settings import Config
@@ -21,7 +22,7 @@ from store.decisions import Answered
 from store.errors import InvalidInput, NotPermitted, QueuebotError
 from store.jobs import BoardStats, Enqueued
 from store.models import Decision, Event, Job, NewJob
-from store.states import OPEN_STATES, JobState, Priority
+from store.states import OPEN_STATES, DecisionState, JobState, Priority
 
 _JOB_REF = re.compile(r"^\s*(?:[Qq]-)?(\d+)\s*$")
 _DECISION_REF = re.compile(r"^\s*(?:[Dd]-)?(\d+)\s*$")
@@ -174,6 +175,8 @@ class Engine:
                 f"{actor} may not answer {decision.ref}; it is for {self.authority.answerers_text(decision)}"
             )
         answered = await self.store.decisions.answer(decision_id, value, actor=actor, comment=comment)
+        if answered.decision.state is DecisionState.ANSWERED:
+            instruments.decision_closed(answered.decision)
         if answered.job.state is JobState.READY:
             self.wakeup.notify(answered.job.lane)
         return answered

@@ -1,10 +1,12 @@
-"""Prometheus metrics at GET /metrics: the board's numbers, read from the store at scrape time."""
+"""Prometheus metrics at GET /metrics: the board's numbers, read from the store at scrape time, followed by
+the process's own instruments (claim latency, run time, failures by class, decision wait)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from bot import instruments
 from bot.engine import Engine
 
 
@@ -27,6 +29,12 @@ class Metrics:
         self.spend = Gauge(
             "queuebot_spend_today_usd", "Spend today by job type", ["type"], registry=self.registry
         )
+        self.paused = Gauge(
+            "queuebot_paused",
+            "Pauses in force by scope (all, lane, type, job)",
+            ["scope"],
+            registry=self.registry,
+        )
 
     async def refresh(self) -> None:
         status = await self.engine.status()
@@ -41,9 +49,11 @@ class Metrics:
         self.spend.clear()
         for job_type, usd in status.spend_today.items():
             self.spend.labels(type=job_type).set(usd)
+        self.paused.clear()
+        for pause in status.pauses:
+            self.paused.labels(scope=pause.scope).inc()
 
     async def handle(self, _request: web.Request) -> web.Response:
         await self.refresh()
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        body = generate_latest(self.registry) + generate_latest(instruments.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -8,12 +8,13 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 
 import sqlalchemy.exc
 
-from bot import endings
+from bot import endings, instruments
 from bot.context import JobContext
 from bot.engine import Engine
 from bot.outcomes import DecisionPending, JobStopped
@@ -183,15 +184,18 @@ class Worker:
                 await wait_any(wake, timeout_s=self.config.poll_interval_s)
 
     def _start(self, job: Job) -> None:
+        instruments.job_claimed(job)
         run = _Run(job=job)
         run.task = asyncio.create_task(self._execute(run), name=job.ref)
         self.runs[job.id] = run
 
     async def _execute(self, run: _Run) -> None:
         job = run.job
+        started = time.monotonic()
         try:
             end = await self._run_handler(run)
             if end is not None and not run.stopped:
+                instruments.run_ended(job, end, time.monotonic() - started)
                 recorded = await self._finisher.submit(end)
                 log.info("event=run_ended job=%s state=%s recorded=%s", job.ref, end.to_state, recorded)
                 self.completed_runs += 1

@@ -1,4 +1,5 @@
-"""The Slack surface: a Bolt AsyncApp served by aiohttp at POST /slack/events, plus /healthz."""
+"""The Slack surface: a Bolt AsyncApp served by aiohttp at POST /slack/events (or over Socket Mode), plus
+/healthz and /metrics."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ def create_slack_app(
     engine: Engine,
     *,
     token: str,
-    signing_secret: str,
+    signing_secret: str | None,
     api_url: str | None,
     after_change: Callable[[], None] | None = None,
 ) -> AsyncApp:
-    """The Bolt app with queuebot's listeners; its Web API client honours Slack's rate limits."""
-    app = AsyncApp(client=web_client(token, api_url), signing_secret=signing_secret)
+    """The Bolt app with queuebot's listeners; its Web API client honours Slack's rate limits.
+
+    With no signing secret the app takes requests over Socket Mode only, where Slack's WebSocket is
+    authenticated by the app-level token instead of a signature."""
+    app = AsyncApp(
+        client=web_client(token, api_url),
+        signing_secret=signing_secret or "",
+        request_verification_enabled=signing_secret is not None,
+    )
     actions.register(app, engine, after_change=after_change)
     commands.register(app, engine, after_change=after_change)
     events.register(app, engine)
@@ -32,9 +40,10 @@ def create_slack_app(
     return app
 
 
-def create_web_app(app: AsyncApp, engine: Engine) -> web.Application:
-    """aiohttp application: Slack's requests at /slack/events, /healthz and Prometheus /metrics."""
-    web_app = app.web_app(path=EVENTS_PATH)
+def create_web_app(app: AsyncApp, engine: Engine, *, serve_events: bool = True) -> web.Application:
+    """aiohttp application: Slack's requests at /slack/events (unless they come over Socket Mode), /healthz
+    and Prometheus /metrics."""
+    web_app = app.web_app(path=EVENTS_PATH) if serve_events else web.Application()
     web_app.router.add_get("/metrics", Metrics(engine).handle)
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from sandbox.faults import Faults, SteadyLimit
 from sandbox.response_urls import ResponseUrl, ResponseUrls
+from sandbox.socket_mode import SocketModeServer
 from sandbox.web_api import METHODS, Args
 from sandbox.workspace import (
     DEFAULT_CHANNELS,
@@ -35,6 +36,7 @@ from sandbox.workspace import (
 
 DEFAULT_TOKEN = "xoxb-sandbox-0000-queuebot"
 DEFAULT_SIGNING_SECRET = "sandbox-signing-secret"
+DEFAULT_APP_TOKEN = "xapp-1-sandbox-0000-queuebot"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class FakeSlack:
         *,
         token: str = DEFAULT_TOKEN,
         signing_secret: str = DEFAULT_SIGNING_SECRET,
+        app_token: str = DEFAULT_APP_TOKEN,
         users: Iterable[User] = DEFAULT_USERS,
         channels: Mapping[str, str] = DEFAULT_CHANNELS,
         team: Team | None = None,
@@ -78,6 +81,8 @@ class FakeSlack:
         self.token = token
         self.tokens = {token}
         self.signing_secret = signing_secret
+        self.app_token = app_token
+        self.socket_mode = SocketModeServer(lambda: self.url)
         self.clock = clock
         self.workspace = Workspace.seeded(users=users, channels=channels, team=team, clock=clock)
         self.faults = Faults(clock, dict(steady_limits or {}))
@@ -88,6 +93,8 @@ class FakeSlack:
         self.app.add_routes(self.routes())
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
+        #: Counts the changes so far: a watcher (the sandbox page) compares it with the last one it saw.
+        self.version = 0
 
     # -- serving -------------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -96,6 +103,7 @@ class FakeSlack:
             web.post("/api/{method}", self._api),
             web.get("/api/{method}", self._api),
             web.post("/response/{url_id}", self._response),
+            *self.socket_mode.routes(),
         ]
 
     async def start(self) -> FakeSlack:
@@ -109,6 +117,7 @@ class FakeSlack:
 
     async def close(self) -> None:
         """Stop serving."""
+        await self.socket_mode.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -213,13 +222,13 @@ class FakeSlack:
         method = request.match_info["method"]
         args: Json = {}
         try:
-            if method not in METHODS:
+            if method not in METHODS and method != "apps.connections.open":
                 raise SlackError("unknown_method", extra={"req_method": method})
             args, token = await _read_args(request)
-            self._authenticate(token)
+            self._authenticate(method, token)
             channel = args.get("channel")
             self.faults.check(method, channel if isinstance(channel, str) else None)
-            body: Json = {"ok": True, **METHODS[method](self.workspace, Args(args))}
+            body: Json = {"ok": True, **self._answer(method, args)}
             status, headers = 200, {}
         except SlackError as error:
             body = {"ok": False, "error": error.code, **error.extra}
@@ -227,16 +236,30 @@ class FakeSlack:
         await self._record(Call(method, args, self.clock(), status, body))
         return web.json_response(body, status=status, headers=headers)
 
-    def _authenticate(self, token: str | None) -> None:
+    def _authenticate(self, method: str, token: str | None) -> None:
         if not token:
             raise SlackError("not_authed")
-        if token not in self.tokens:
+        if token not in self.tokens and token != self.app_token:
             raise SlackError("invalid_auth")
+        # Slack keeps the two kinds apart: the app-level token only opens Socket Mode connections.
+        if (token == self.app_token) != (method == "apps.connections.open"):
+            raise SlackError("not_allowed_token_type")
+
+    def _answer(self, method: str, args: Json) -> Json:
+        if method == "apps.connections.open":
+            return {"url": self.socket_mode.open_url()}
+        return METHODS[method](self.workspace, Args(args))
+
+    async def changed(self) -> None:
+        """Count a change and wake `wait_for`; called after every Web API call and response_url post, and
+        by whoever changes the workspace in another way (the sandbox page)."""
+        self.version += 1
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _record(self, call: Call) -> None:
         self.calls.append(call)
-        async with self._changed:
-            self._changed.notify_all()
+        await self.changed()
 
     async def _response(self, request: web.Request) -> web.Response:
         raw = await request.text()
@@ -249,8 +272,7 @@ class FakeSlack:
         except SlackError as error:
             return web.Response(status=error.status, text=error.code)
         finally:
-            async with self._changed:
-                self._changed.notify_all()
+            await self.changed()
         return web.Response(text="ok")
 
 

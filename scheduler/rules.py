@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger
 
+from bot import instruments
 from bot.engine import Engine
 from store import clock
 from store.models import Job
@@ -33,6 +34,8 @@ async def time_out_decisions(engine: Engine) -> int:
     outcomes = await engine.store.decisions.expire_due()
     for outcome in outcomes:
         log.info("event=decision_timed_out decision=%s job=%s", outcome.decision.ref, outcome.job.ref)
+        if outcome.decision.answered_at is not None:
+            instruments.decision_closed(outcome.decision)
         if outcome.job.state is JobState.READY:
             engine.wakeup.notify(outcome.job.lane)
     return len(outcomes)
