@@ -31,6 +31,8 @@ ANSWER_ACTION_PREFIX = "answer:"
 OTHER_ACTION = "answer_other"
 EVIDENCE_ACTION = "show_evidence"
 ACKNOWLEDGE_ACTION = "acknowledge"
+RETRY_ACTION = "job_retry"
+CANCEL_ACTION = "job_cancel"
 
 
 def truncate(text: str, limit: int, *, marker: str = "…") -> str:
@@ -162,16 +164,26 @@ def escalation_message(
             SectionBlock(text=truncate(decision.question, SECTION_TEXT_LIMIT)),
             _buttons(decision, job),
         ]
-    blocks.append(
-        ActionsBlock(
-            block_id=f"escalation-{job.id}-{level}",
-            elements=[
-                ButtonElement(
-                    text="Acknowledge", action_id=ACKNOWLEDGE_ACTION, value=job.ref, style="primary"
-                )
-            ],
-        )
-    )
+    elements = [
+        ButtonElement(text="Acknowledge", action_id=ACKNOWLEDGE_ACTION, value=job.ref, style="primary")
+    ]
+    if decision is None or decision.state is not DecisionState.OPEN:
+        # Nothing to answer: the ways to act on the job itself (the same as /queue retry and cancel).
+        elements += [
+            ButtonElement(text="Retry", action_id=RETRY_ACTION, value=job.ref),
+            ButtonElement(
+                text="Cancel",
+                action_id=CANCEL_ACTION,
+                value=job.ref,
+                style="danger",
+                confirm=ConfirmObject(
+                    title=f"Cancel {job.ref}?",
+                    text="The job stops and will not run again.",
+                    confirm="Cancel it",
+                ),
+            ),
+        ]
+    blocks.append(ActionsBlock(block_id=f"escalation-{job.id}-{level}", elements=elements))
     return text, blocks
 
 

@@ -1,5 +1,6 @@
 """Button clicks and the modals they open: decision options, Other…, Reject's reason, Request changes'
-feedback, Evidence and Acknowledge. Thin: ack at once, call the engine, tell the clicker."""
+feedback, Evidence, Acknowledge, and Retry / Cancel in escalation DMs. Thin: ack at once, call the engine,
+tell the clicker."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def register(app: AsyncApp, engine: Engine, *, after_change: AfterChange = None)
     _register_comments(app, engine, after_change)
     _register_evidence(app, engine)
     _register_acknowledge(app, engine)
+    _register_job_buttons(app, engine, after_change)
 
 
 def _register_answers(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:
@@ -143,3 +145,34 @@ def _register_acknowledge(app: AsyncApp, engine: Engine) -> None:
             await _tell(respond, str(refused))
             return
         await _tell(respond, f"Acknowledged {job.ref}: its escalations stop here.")
+
+
+def _register_job_buttons(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:
+    @app.action(blocks.RETRY_ACTION)
+    async def retry_clicked(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        try:
+            job = await engine.retry(str(action.get("value", "")), actor=str(body["user"]["id"]))
+        except QueuebotError as refused:
+            await _tell(respond, str(refused))
+            return
+        if after_change is not None:
+            after_change()
+        await _tell(respond, f"{job.ref} is queued again with fresh attempts.")
+
+    @app.action(blocks.CANCEL_ACTION)
+    async def cancel_clicked(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        user = str(body["user"]["id"])
+        try:
+            job = await engine.cancel(str(action.get("value", "")), actor=user, reason=f"cancelled by {user}")
+        except QueuebotError as refused:
+            await _tell(respond, str(refused))
+            return
+        if after_change is not None:
+            after_change()
+        await _tell(respond, f"{job.ref} is cancelled.")

@@ -19,6 +19,7 @@ from bot.slack_app import EVENTS_PATH, create_slack_app, create_web_app
 from sandbox.fake_slack import FakeSlack
 from sandbox.signed_requests import SignedRequests
 from store.states import JobState
+from tests.conftest import fast_config
 from tests.helpers import drain, wait_for, wait_for_state
 
 CHANNEL = "C0QUEUE001"
@@ -386,3 +387,30 @@ async def test_a_timeout_with_a_default_updates_the_message(engine: Engine, work
     assert "Timed out: the default *no* was used" in str(workspace.fake.message(CHANNEL, ts)["blocks"])
     await drain(engine)
     assert (await engine.store.jobs.get(job_id)).result == "no"
+
+
+@pytest.mark.parametrize("config", [fast_config(admins=["UADMIN0001"])])  # so operating is not for anyone
+async def test_an_escalation_dm_cancels_the_job_for_its_owner_and_refuses_a_guest(
+    engine: Engine, workspace: Workspace
+) -> None:
+    from scheduler import rules
+
+    job_id = (await engine.enqueue("demo.triage", {}, owner="UOWNER0001")).job.id
+    await drain(engine, rules=False)
+    await overdue(engine, job_id, 60)
+    assert await rules.climb_escalation_ladders(engine) == 1
+    await workspace.deliver()
+    dm = workspace.fake.dm_channel("UOWNER0001")
+    [escalation] = [m for m in workspace.fake.messages(dm) if "past its SLA" in m["text"]]
+    buttons = [e["action_id"] for b in escalation["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert buttons == ["acknowledge", "job_retry", "job_cancel"]
+
+    guest = workspace.slack.block_actions("UGUEST0001", "job_cancel", channel=dm, message_ts=escalation["ts"])
+    await workspace.slack.send(guest)
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.response_posts(guest.response_url or "")))
+    assert "may not cancel" in workspace.fake.response_posts(guest.response_url or "")[0]["text"]
+    assert (await engine.store.jobs.get(job_id)).state is JobState.PENDING
+
+    owner = workspace.slack.block_actions("UOWNER0001", "job_cancel", channel=dm, message_ts=escalation["ts"])
+    await workspace.slack.send(owner)
+    assert (await wait_for_state(engine, job_id, JobState.CANCELLED)).reason == "cancelled by UOWNER0001"
