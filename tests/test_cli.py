@@ -44,17 +44,29 @@ class Queuebot:
         self.database_url = database_url
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        environ = {name: value for name, value in os.environ.items()
-                   if name not in ("DATABASE_URL", "QUEUEBOT_CONFIG")}
+        environ = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("DATABASE_URL", "QUEUEBOT_CONFIG")
+        }
         environ["DATABASE_URL"] = self.database_url
         environ.update(env or {})
         try:
-            return subprocess.run([str(QUEUEBOT), *args], cwd=self.cwd, env=environ, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+            return subprocess.run(
+                [str(QUEUEBOT), *args],
+                cwd=self.cwd,
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_S,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
-            pytest.fail(f"queuebot {' '.join(args)} did not return within {COMMAND_TIMEOUT_S} s; "
-                        f"stderr: {(stderr or '')[-2000:]}")
+            pytest.fail(
+                f"queuebot {' '.join(args)} did not return within {COMMAND_TIMEOUT_S} s; "
+                f"stderr: {(stderr or '')[-2000:]}"
+            )
 
     def ok(self, *args: str) -> str:
         """Stdout of a command that must succeed."""
@@ -250,8 +262,9 @@ def test_malformed_queuebot_toml_is_one_line_error_naming_it(
 
 
 def test_unreachable_database_is_one_line_error_naming_it(sqlite_queuebot: Queuebot) -> None:
-    message = sqlite_queuebot.fails("enqueue", "demo.echo", "--input", '{"text":"hi"}',
-                                    env={"DATABASE_URL": UNREACHABLE_DATABASE_URL})
+    message = sqlite_queuebot.fails(
+        "enqueue", "demo.echo", "--input", '{"text":"hi"}', env={"DATABASE_URL": UNREACHABLE_DATABASE_URL}
+    )
     assert "cannot use the database at postgresql://postgres@127.0.0.1:1/x" in message
 
 

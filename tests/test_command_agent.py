@@ -98,19 +98,28 @@ def reconfigured(engine: Engine, **overrides: object) -> Engine:
 async def test_progress_evidence_and_cost_are_recorded_and_the_result_completes_the_job(
     engine: Engine, tmp_path: Path
 ) -> None:
-    job_id = await enqueue(engine, agent("reporter.py", "--usd", 0.25), cwd=str(tmp_path),
-                           env={"GREETING": "hi"})
+    job_id = await enqueue(
+        engine, agent("reporter.py", "--usd", 0.25), cwd=str(tmp_path), env={"GREETING": "hi"}
+    )
     await drain(engine)
 
     job = await engine.store.jobs.get(job_id)
     assert job.state is JobState.COMPLETED
-    assert job.result == {"fixed": 3, "job": job.ref, "attempt": "1", "mode": "durable", "greeting": "hi",
-                          "cwd": str(tmp_path)}
+    assert job.result == {
+        "fixed": 3,
+        "job": job.ref,
+        "attempt": "1",
+        "mode": "durable",
+        "greeting": "hi",
+        "cwd": str(tmp_path),
+    }
     assert job.spend_usd == pytest.approx(0.25)
     events = await engine.store.jobs.events(job_id)
     by_kind = {kind: [e for e in events if e.kind == kind] for kind in ("progress", "evidence", "spend")}
-    assert [e.reason for e in by_kind["progress"]] == ["reading the repository",
-                                                       "plain text is not a protocol message"]
+    assert [e.reason for e in by_kind["progress"]] == [
+        "reading the repository",
+        "plain text is not a protocol message",
+    ]
     found, unknown = by_kind["evidence"]
     assert found.reason == "found 3 failing tests"
     assert found.details == {"tests": ["a", "b", "c"], "summary": "3 of 120"}  # "summary" is just a detail
@@ -254,8 +263,12 @@ async def test_held_decision_past_its_timeout_sends_the_default_as_timeout_defau
         assert expired.decision.answer_source is AnswerSource.TIMEOUT_DEFAULT
         job = await wait_for_state(engine, job_id, JobState.COMPLETED)
 
-    assert job.result == {"answer": "hold", "answered_by": "timeout", "source": "timeout_default",
-                          "via": "stdin"}
+    assert job.result == {
+        "answer": "hold",
+        "answered_by": "timeout",
+        "source": "timeout_default",
+        "via": "stdin",
+    }
 
 
 async def test_held_decision_that_expires_without_default_escalates_and_a_retry_asks_a_new_round(

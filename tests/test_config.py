@@ -117,7 +117,12 @@ def test_full_config_parses_lanes_people_ladders_budgets_rules_and_durations(tmp
     assert config.ladder_for("demo.ask").levels[0].notify == ["admins"]
     [rule] = config.auto_answer
     assert (rule.name, rule.type, rule.key, rule.max_risk, rule.answer) == (
-        "low-risk-approve", "demo.*", "question", "low", "approve")
+        "low-risk-approve",
+        "demo.*",
+        "question",
+        "low",
+        "approve",
+    )
     assert config.idle is not None and config.idle.after == 600.0 and config.idle.input == {"text": "idle"}
     assert config.worker.poll_interval_s == 2.0
 
@@ -126,9 +131,9 @@ def test_full_config_parses_lanes_people_ladders_budgets_rules_and_durations(tmp
     ("text", "expected"),
     [
         ("[lanes]\nfast = 2\n[worker]\npoll_interval_s = 0.25\n", 0.25),
-        ("[worker]\npoll_interval_s = \"90s\"\n", 90.0),
-        ("[worker]\npoll_interval_s = \"1.5m\"\n", 90.0),
-        ("[worker]\npoll_interval_s = \"1d\"\n", 86400.0),
+        ('[worker]\npoll_interval_s = "90s"\n', 90.0),
+        ('[worker]\npoll_interval_s = "1.5m"\n', 90.0),
+        ('[worker]\npoll_interval_s = "1d"\n', 86400.0),
     ],
     ids=["number", "seconds", "fractional-minutes", "days"],
 )
@@ -144,8 +149,10 @@ def test_bad_duration_error_names_the_field_and_the_accepted_forms(tmp_path: Pat
 
 
 def test_bad_duration_inside_a_ladder_level_names_its_position(tmp_path: Path) -> None:
-    text = ('[ladders.default]\nlevels = [{ after = "0s", notify = ["owner"] }, '
-            '{ after = "soon", notify = ["x"] }]\n')
+    text = (
+        '[ladders.default]\nlevels = [{ after = "0s", notify = ["owner"] }, '
+        '{ after = "soon", notify = ["x"] }]\n'
+    )
     message = config_error(tmp_path, text)
     assert "ladders.default.levels.1.after" in message and "'soon'" in message
 
@@ -171,8 +178,10 @@ def test_zero_slot_lane_is_refused_naming_the_lane(tmp_path: Path) -> None:
 
 
 def test_ladder_levels_out_of_order_are_refused(tmp_path: Path) -> None:
-    text = ('[ladders.default]\nlevels = [{ after = "30m", notify = ["owner"] }, '
-            '{ after = "15m", notify = ["backup"] }]\n')
+    text = (
+        '[ladders.default]\nlevels = [{ after = "30m", notify = ["owner"] }, '
+        '{ after = "15m", notify = ["backup"] }]\n'
+    )
     message = config_error(tmp_path, text)
     assert "ladders.default.levels" in message and "in order of `after`" in message
 

@@ -3,8 +3,6 @@ decision, clear a review, acknowledge an overdue DM, and see it all on the Home 
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +10,6 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
-from bot import app
 from bot.engine import Engine
 from bot.settings import Settings
 from bot.slack_app import EVENTS_PATH
@@ -22,16 +19,10 @@ from sandbox.workspace import Json
 from store import clock
 from store.schema import jobs
 from store.states import JobState
-from tests.helpers import wait_for, wait_for_state
+from tests.helpers import free_port, running_bot, wait_for, wait_for_state
 
 CHANNEL = "C0QUEUE001"
 ME = "UOWNER0001"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -61,34 +52,17 @@ class Day:
 @pytest.fixture
 async def day(engine: Engine) -> AsyncIterator[Day]:
     async with FakeSlack() as fake:
-        port = _free_port()
         settings = Settings(
             slack_bot_token=fake.token,
             slack_signing_secret=fake.signing_secret,
             slack_api_url=fake.api_url,
-            port=port,
+            port=free_port(),
         )
-        stop = asyncio.Event()
-        running = asyncio.create_task(app.serve(engine, settings, stop=stop))
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            await _until_serving(base_url)
-            async with SignedRequests(fake, base_url + EVENTS_PATH) as slack:
-                yield Day(engine, fake, slack, base_url)
-        finally:
-            stop.set()
-            await running
-
-
-async def _until_serving(base_url: str) -> None:
-    async def up() -> bool:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(f"{base_url}/healthz") as health:
-                return health.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(up, timeout_s=10)
+        async with (
+            running_bot(engine, settings) as base_url,
+            SignedRequests(fake, base_url + EVENTS_PATH) as slack,
+        ):
+            yield Day(engine, fake, slack, base_url)
 
 
 async def test_a_persons_whole_day_works_in_slack(day: Day) -> None:

@@ -3,9 +3,9 @@ in place through the outbox, and refused clicks are told why and change nothing.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,7 +20,7 @@ from sandbox.fake_slack import FakeSlack
 from sandbox.signed_requests import SignedRequests
 from store.states import JobState
 from tests.conftest import fast_config
-from tests.helpers import drain, wait_for, wait_for_state
+from tests.helpers import drain, free_port, running_bot, wait_for, wait_for_state
 
 CHANNEL = "C0QUEUE001"
 
@@ -37,12 +37,6 @@ class Workspace:
             pass
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
     async with FakeSlack() as fake:
@@ -51,7 +45,7 @@ async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
         )
         runner = web.AppRunner(create_web_app(app, engine))
         await runner.setup()
-        port = _free_port()
+        port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
@@ -133,34 +127,25 @@ async def test_a_bad_signature_is_401_and_changes_nothing(engine: Engine, worksp
 
 
 async def test_queuebot_run_serves_slack_works_the_queue_and_delivers_on_its_own(engine: Engine) -> None:
-    import asyncio
-
-    from bot import app
     from bot.settings import Settings
 
     async with FakeSlack() as fake:
-        port = _free_port()
         settings = Settings(
             slack_bot_token=fake.token,
             slack_signing_secret=fake.signing_secret,
             slack_api_url=fake.api_url,
-            port=port,
+            port=free_port(),
         )
-        stop = asyncio.Event()
-        running = asyncio.create_task(app.serve(engine, settings, stop=stop))
-        try:
+        async with running_bot(engine, settings) as base_url:
             job_id = (await engine.enqueue("demo.ask", {"question": "Ship?"}, channel=CHANNEL)).job.id
             await fake.wait_for(lambda: bool(fake.calls_to("chat.postMessage", ok=True)), timeout=10)
             ts = str(fake.calls_to("chat.postMessage", ok=True)[0].response["ts"])
-            async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
+            async with SignedRequests(fake, f"{base_url}{EVENTS_PATH}") as slack:
                 click = slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
                 assert (await slack.send(click)).status == 200
             await wait_for_state(engine, job_id, JobState.COMPLETED)
             await fake.wait_for(lambda: bool(fake.calls_to("chat.update", ok=True)), timeout=10)
             assert "answered *approve*" in str(fake.message(CHANNEL, ts)["blocks"])
-        finally:
-            stop.set()
-            await running
 
 
 async def test_opening_the_home_tab_publishes_the_board_and_what_waits_on_the_viewer(
@@ -292,16 +277,24 @@ async def overdue(engine: Engine, job_id: int, by_s: float) -> None:
         await conn.execute(jobs.update().where(jobs.c.id == job_id).values(sla_at=past, sla_next_at=past))
 
 
-async def test_acknowledge_in_an_escalation_dm_stops_the_ladder(engine: Engine, workspace: Workspace) -> None:
+async def escalated_to_owner(engine: Engine, ws: Workspace) -> tuple[int, str, dict[str, Any]]:
+    """A pending demo.triage job owned by UOWNER0001, past its SLA: (job id, DM channel, the DM)."""
     from scheduler import rules
 
     job_id = (await engine.enqueue("demo.triage", {}, owner="UOWNER0001")).job.id
     await drain(engine, rules=False)
     await overdue(engine, job_id, 60)
     assert await rules.climb_escalation_ladders(engine) == 1
-    await workspace.deliver()
-    dm = workspace.fake.dm_channel("UOWNER0001")
-    [escalation] = [m for m in workspace.fake.messages(dm) if "past its SLA" in m["text"]]
+    await ws.deliver()
+    dm = ws.fake.dm_channel("UOWNER0001")
+    [escalation] = [m for m in ws.fake.messages(dm) if "past its SLA" in m["text"]]
+    return job_id, dm, escalation
+
+
+async def test_acknowledge_in_an_escalation_dm_stops_the_ladder(engine: Engine, workspace: Workspace) -> None:
+    from scheduler import rules
+
+    job_id, dm, escalation = await escalated_to_owner(engine, workspace)
     click = workspace.slack.block_actions(
         "UOWNER0001", "acknowledge", channel=dm, message_ts=escalation["ts"]
     )
@@ -393,15 +386,7 @@ async def test_a_timeout_with_a_default_updates_the_message(engine: Engine, work
 async def test_an_escalation_dm_cancels_the_job_for_its_owner_and_refuses_a_guest(
     engine: Engine, workspace: Workspace
 ) -> None:
-    from scheduler import rules
-
-    job_id = (await engine.enqueue("demo.triage", {}, owner="UOWNER0001")).job.id
-    await drain(engine, rules=False)
-    await overdue(engine, job_id, 60)
-    assert await rules.climb_escalation_ladders(engine) == 1
-    await workspace.deliver()
-    dm = workspace.fake.dm_channel("UOWNER0001")
-    [escalation] = [m for m in workspace.fake.messages(dm) if "past its SLA" in m["text"]]
+    job_id, dm, escalation = await escalated_to_owner(engine, workspace)
     buttons = [e["action_id"] for b in escalation["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert buttons == ["acknowledge", "job_retry", "job_cancel"]
 

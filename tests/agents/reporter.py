@@ -16,11 +16,14 @@ print("plain text is not a protocol message", flush=True)
 send("evidence", summary="found 3 failing tests", details={"tests": ["a", "b", "c"], "summary": "3 of 120"})
 send("cost", usd=args.usd)
 send("mood", feeling="unknown to queuebot")
-send("result", result={
-    "fixed": 3,
-    "job": os.environ["QUEUEBOT_JOB_ID"],
-    "attempt": os.environ["QUEUEBOT_ATTEMPT"],
-    "mode": os.environ["QUEUEBOT_MODE"],
-    "greeting": os.environ.get("GREETING"),
-    "cwd": os.getcwd(),
-})
+send(
+    "result",
+    result={
+        "fixed": 3,
+        "job": os.environ["QUEUEBOT_JOB_ID"],
+        "attempt": os.environ["QUEUEBOT_ATTEMPT"],
+        "mode": os.environ["QUEUEBOT_MODE"],
+        "greeting": os.environ.get("GREETING"),
+        "cwd": os.getcwd(),
+    },
+)
