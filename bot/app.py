@@ -77,13 +77,13 @@ async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | Non
     from aiohttp import web
     from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-    from bot.delivery import OutboxDelivery, web_client
+    from bot.delivery import OutboxDelivery, delivery_client
     from bot.slack_app import create_slack_app, create_web_app
 
     assert settings.slack_bot_token and not missing_slack_settings(settings)
     socket_mode = bool(settings.slack_app_token)
     stop = stop or asyncio.Event()
-    delivery = OutboxDelivery(engine, web_client(settings.slack_bot_token, settings.slack_api_url))
+    delivery = OutboxDelivery(engine, delivery_client(settings.slack_bot_token, settings.slack_api_url))
     slack = create_slack_app(
         engine,
         token=settings.slack_bot_token,

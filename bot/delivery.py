@@ -48,20 +48,31 @@ PERMANENT_ERRORS = frozenset(
 )
 #: Most attempts before a row is parked as failed.
 MAX_ATTEMPTS = 10
+#: Every message queuebot posts carries its outbox row id in Slack message metadata under this type, so a
+#: row whose earlier try may have reached Slack is looked for in the channel before it is posted again.
+METADATA_EVENT_TYPE = "queuebot_notification"
+#: How far back (before the row was written) and how many messages the look-up reads.
+LOOKBACK_S = 5.0
+LOOKUP_LIMIT = 200
 
 
-def retry_handlers() -> list[AsyncRetryHandler]:
-    """429 with Retry-After, 5xx and dropped connections are retried inside the client first."""
-    return [
-        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-        AsyncServerErrorRetryHandler(max_retry_count=2),
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-    ]
+def retry_handlers(*, may_repeat: bool = True) -> list[AsyncRetryHandler]:
+    """429 with Retry-After is retried inside the client (Slack did nothing). 5xx and dropped connections
+    are too when repeating a call is harmless; the outbox's sender does not retry those in the client,
+    because Slack may have posted before the answer was lost: it retries the row after checking."""
+    handlers: list[AsyncRetryHandler] = [AsyncRateLimitErrorRetryHandler(max_retry_count=3)]
+    if may_repeat:
+        handlers += [
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        ]
+    return handlers
 
 
-def web_client(token: str, base_url: str | None) -> AsyncWebClient:
+def web_client(token: str, base_url: str | None, *, may_repeat: bool = True) -> AsyncWebClient:
+    """A Web API client with slack_sdk's retry handlers (see `retry_handlers`)."""
     client = AsyncWebClient(token=token, base_url=base_url or AsyncWebClient.BASE_URL)
-    client.retry_handlers.extend(retry_handlers())
+    client.retry_handlers.extend(retry_handlers(may_repeat=may_repeat))
     return client
 
 
@@ -73,8 +84,14 @@ class Deferred(Exception):
     """The row must wait for an earlier message of the same decision to be sent."""
 
 
+def delivery_client(token: str, base_url: str | None) -> AsyncWebClient:
+    """The sender's client: only retries that cannot post twice happen inside it."""
+    return web_client(token, base_url, may_repeat=False)
+
+
 class OutboxDelivery:
-    """Sends due outbox rows; run one per process (rows are leased, so replicas share the work)."""
+    """Sends due outbox rows; run one per process (rows are leased, so replicas share the work). Give it a
+    `delivery_client`, whose retries cannot post twice."""
 
     def __init__(self, engine: Engine, client: AsyncWebClient) -> None:
         self.engine = engine
@@ -124,9 +141,7 @@ class OutboxDelivery:
     async def _failed(self, item: OutboxItem, exc: SlackApiError) -> None:
         error = str(exc.response.get("error", "unknown_error"))
         if error in PERMANENT_ERRORS:
-            await self.store.outbox.retry_later(
-                item.id, delay_s=0, error=error, max_attempts=item.attempts + 1
-            )
+            await self.store.outbox.retry_later(item.id, delay_s=0, error=error, max_attempts=0)
             log.warning("event=notification_failed kind=%s job=Q-%s error=%s", item.kind, item.job_id, error)
             return
         delay = self._backoff_s(item)
@@ -151,15 +166,50 @@ class OutboxDelivery:
             )
         else:
             text, built = blocks.job_note_message(job)
-        return await self._post(item.target, text, built)
+        return await self._post(item, item.target, text, built)
 
-    async def _post(self, target: str, text: str, built: list[Any]) -> dict[str, Any]:
+    async def _post(self, item: OutboxItem, target: str, text: str, built: list[Any]) -> dict[str, Any]:
+        """Post once: a row tried before may already be in the channel (its answer lost, or the sender
+        died before settling it), so it is looked for there first."""
         channel = target
         if _is_user(target):
             opened = await self.client.conversations_open(users=target)
             channel = str(opened["channel"]["id"])
-        posted = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks.to_dicts(built))
+        if item.attempts > 1:
+            found = await self._find_posted(item, channel)
+            if found is not None:
+                log.info("event=notification_found_posted kind=%s job=Q-%s", item.kind, item.job_id)
+                return found
+        posted = await self.client.chat_postMessage(
+            channel=channel,
+            text=text,
+            blocks=blocks.to_dicts(built),
+            metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"outbox_id": item.id}},
+        )
         return {"channel": posted.get("channel"), "ts": posted.get("ts")}
+
+    async def _find_posted(self, item: OutboxItem, channel: str) -> dict[str, Any] | None:
+        """The message an earlier try of `item` posted, if Slack has it; None when it cannot be read
+        (a missing history scope, say): then the row is posted again, at least once rather than never."""
+        try:
+            history = await self.client.conversations_history(
+                channel=channel,
+                oldest=f"{item.created_at.timestamp() - LOOKBACK_S:.6f}",
+                include_all_metadata=True,
+                limit=LOOKUP_LIMIT,
+            )
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            log.warning("event=posted_lookup_failed job=Q-%s error=%s", item.job_id, error)
+            return None
+        for message in history.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if (
+                metadata.get("event_type") == METADATA_EVENT_TYPE
+                and (metadata.get("event_payload") or {}).get("outbox_id") == item.id
+            ):
+                return {"channel": channel, "ts": message.get("ts")}
+        return None
 
     async def _post_decision(self, item: OutboxItem) -> dict[str, Any]:
         assert item.decision_id is not None
@@ -170,7 +220,7 @@ class OutboxDelivery:
             return {"skipped": f"closed before it was posted ({decision.state.value})"}
         job = await self.store.jobs.get(decision.job_id)
         text, built = blocks.decision_message(decision, job)
-        response = await self._post(item.target, text, built)
+        response = await self._post(item, item.target, text, built)
         await self.store.decisions.set_message(
             decision.id, channel=str(response["channel"]), ts=str(response["ts"])
         )

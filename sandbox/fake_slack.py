@@ -149,6 +149,10 @@ class FakeSlack:
         """The next `times` calls of `method` ("*" for any) answer HTTP `status`."""
         self.faults.fail(method, times=times, status=status, error=error)
 
+    def lose_response(self, method: str, *, times: int = 1, status: int = 503) -> None:
+        """The next `times` calls of `method` take effect, but answer HTTP `status` (the answer is lost)."""
+        self.faults.lose_response(method, times=times, status=status)
+
     def limit(self, method: str, limit: SteadyLimit | None) -> None:
         """A steady per-method rate limit (None removes it); see `sandbox.faults.SLACK_LIMITS`."""
         self.faults.limit(method, limit)
@@ -230,6 +234,7 @@ class FakeSlack:
             self.faults.check(method, channel if isinstance(channel, str) else None)
             body: Json = {"ok": True, **self._answer(method, args)}
             status, headers = 200, {}
+            self.faults.check_answer(method)
         except SlackError as error:
             body = {"ok": False, "error": error.code, **error.extra}
             status, headers = error.status, error.headers

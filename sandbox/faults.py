@@ -19,6 +19,8 @@ class Injected:
     remaining: int
     error: str
     retry_after: int | None = None
+    #: the method runs and only its answer is lost (a gateway error or timeout after Slack acted)
+    after_running: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Faults:
         """The next `times` calls of `method` ("*" for any) answer HTTP `status` with `error`."""
         self._inject(method, Injected(status, times, error))
 
+    def lose_response(self, method: str, *, times: int = 1, status: int = 503) -> None:
+        """The next `times` calls of `method` run, but the caller gets HTTP `status` instead of the answer:
+        the case where a retry must not do the thing twice."""
+        self._inject(method, Injected(status, times, "service_unavailable", after_running=True))
+
     def limit(self, method: str, limit: SteadyLimit | None) -> None:
         """Set (or with None remove) a steady limit for `method`."""
         if limit is None:
@@ -79,17 +86,24 @@ class Faults:
 
     def check(self, method: str, channel: str | None) -> None:
         """Raise the SlackError Slack would answer instead of running the method, if any."""
+        self._raise_injected(method, after_running=False)
+        steady = self.steady.get(method)
+        if steady is not None:
+            self._take(method, steady, channel)
+
+    def check_answer(self, method: str) -> None:
+        """After the method ran: raise the error that replaces its answer, if one was injected."""
+        self._raise_injected(method, after_running=True)
+
+    def _raise_injected(self, method: str, *, after_running: bool) -> None:
         for key in (method, ANY_METHOD):
-            queue = self.injected.get(key)
+            queue = [i for i in self.injected.get(key, []) if i.after_running == after_running]
             if queue:
                 injection = queue[0]
                 injection.remaining -= 1
                 if injection.remaining <= 0:
-                    queue.pop(0)
+                    self.injected[key].remove(injection)
                 raise _error(injection.status, injection.error, injection.retry_after)
-        steady = self.steady.get(method)
-        if steady is not None:
-            self._take(method, steady, channel)
 
     def _inject(self, method: str, injection: Injected) -> None:
         if injection.remaining > 0:

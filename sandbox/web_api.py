@@ -92,14 +92,30 @@ def auth_test(ws: Workspace, args: Args) -> Json:
     }
 
 
+def message_metadata(args: Args) -> Json | None:
+    """A message's `metadata`: an `event_type` name and an `event_payload` object, or Slack's error."""
+    metadata = args.decoded("metadata", "invalid_metadata_format")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise SlackError("invalid_metadata_format")
+    event_type, payload = metadata.get("event_type"), metadata.get("event_payload")
+    if not isinstance(event_type, str) or not event_type or not isinstance(payload, dict):
+        raise SlackError("invalid_metadata_schema")
+    return {"event_type": event_type, "event_payload": payload}
+
+
 def chat_post_message(ws: Workspace, args: Args) -> Json:
     """chat.postMessage: a new message in a channel, a DM, or a thread."""
     channel = ws.resolve_channel(args.required("channel"))
     text, blocks = message_content(args)
+    metadata = message_metadata(args)
     message = ws.bot_message(text or "", blocks, ws.next_ts())
     thread_ts = args.optional("thread_ts")
     if thread_ts is not None:
         message["thread_ts"] = thread_ts
+    if metadata is not None:
+        message["metadata"] = metadata
     ws.post(channel, message)
     return {"channel": channel, "ts": message["ts"], "message": copy.deepcopy(message)}
 
@@ -154,6 +170,44 @@ def conversations_open(ws: Workspace, args: Args) -> Json:
     already_open = any(ws.dms.get(c) == ",".join(user_ids) for c in ws.dms)
     channel = ws.open_dm(user_ids)
     return {"channel": {"id": channel}, "no_op": already_open, "already_open": already_open}
+
+
+def _ts_arg(args: Args, key: str, default: float) -> float:
+    value = args.optional(key)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise SlackError("invalid_ts_" + key) from exc
+
+
+def conversations_history(ws: Workspace, args: Args) -> Json:
+    """conversations.history: a channel's messages between `oldest` and `latest`, newest first; message
+    metadata only with `include_all_metadata`."""
+    channel = ws.resolve_channel(args.required("channel"))
+    oldest, latest = _ts_arg(args, "oldest", 0.0), _ts_arg(args, "latest", float("inf"))
+    inclusive = args.optional("inclusive") in ("true", "1", "True")
+    try:
+        limit = min(999, max(1, int(args.optional("limit") or 100)))
+    except ValueError as exc:
+        raise SlackError("invalid_limit") from exc
+    with_metadata = args.optional("include_all_metadata") in ("true", "1", "True")
+
+    def within(ts: float) -> bool:
+        return (oldest <= ts <= latest) if inclusive else (oldest < ts < latest)
+
+    found = [m for m in reversed(ws.messages.get(channel, [])) if within(float(m["ts"]))]
+    shown = [
+        {key: value for key, value in m.items() if key != "metadata" or with_metadata}
+        for m in copy.deepcopy(found[:limit])
+    ]
+    return {
+        "messages": shown,
+        "has_more": len(found) > limit,
+        "pin_count": 0,
+        "response_metadata": {"next_cursor": ""},
+    }
 
 
 def users_info(ws: Workspace, args: Args) -> Json:
@@ -227,6 +281,7 @@ METHODS: dict[str, Method] = {
     "chat.update": chat_update,
     "chat.delete": chat_delete,
     "chat.postEphemeral": chat_post_ephemeral,
+    "conversations.history": conversations_history,
     "conversations.open": conversations_open,
     "users.info": users_info,
     "views.publish": views_publish,

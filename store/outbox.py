@@ -34,7 +34,7 @@ class OutboxRepo:
     async def lease_due(self, *, limit: int = 50, lease_s: float = 60.0) -> list[OutboxItem]:
         """Take due notifications for delivery: their next attempt moves `lease_s` ahead, so another
         replica does not send them meanwhile (SKIP LOCKED on PostgreSQL); a crashed sender's lease runs
-        out and the rows are due again."""
+        out and the rows are due again. `attempts` counts the leases, this one included."""
         now = clock.now()
         pick = (
             sa.select(outbox.c.id)
@@ -46,7 +46,9 @@ class OutboxRepo:
             result = await conn.execute(
                 outbox.update()
                 .where(picked_ids(pick, self.db.dialect), outbox.c.state == "pending")
-                .values(next_attempt_at=now + timedelta(seconds=lease_s))
+                # Each lease counts as a try: a row leased again after a crash shows that an earlier try
+                # may have reached Slack, so the sender checks before posting again.
+                .values(next_attempt_at=now + timedelta(seconds=lease_s), attempts=outbox.c.attempts + 1)
                 .returning(*outbox.c)
             )
             items = [OutboxItem.model_validate(dict(row._mapping)) for row in result]
@@ -58,7 +60,10 @@ class OutboxRepo:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id, outbox.c.state == "pending")
-                .values(next_attempt_at=clock.now() + timedelta(seconds=WAIT_FOR_EARLIER_S))
+                .values(
+                    next_attempt_at=clock.now() + timedelta(seconds=WAIT_FOR_EARLIER_S),
+                    attempts=outbox.c.attempts - 1,
+                )
             )
 
     async def pending_for_decision(self, decision_id: int, kind: str) -> bool:
@@ -91,15 +96,15 @@ class OutboxRepo:
             return result.first() is not None
 
     async def retry_later(self, item_id: int, *, delay_s: float, error: str, max_attempts: int = 10) -> None:
-        """Record a failed delivery; after `max_attempts` the row is parked as failed."""
+        """Record a failed delivery of a leased row; once it has had `max_attempts` tries it is parked as
+        failed (`max_attempts=0` parks it at once)."""
         async with self.db.write() as conn:
             await conn.execute(
                 outbox.update()
                 .where(outbox.c.id == item_id, outbox.c.state == "pending")
                 .values(
-                    attempts=outbox.c.attempts + 1,
                     next_attempt_at=clock.now() + timedelta(seconds=delay_s),
                     error=error,
-                    state=sa.case((outbox.c.attempts + 1 >= max_attempts, "failed"), else_="pending"),
+                    state=sa.case((outbox.c.attempts >= max_attempts, "failed"), else_="pending"),
                 )
             )

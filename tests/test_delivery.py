@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.delivery import OutboxDelivery, web_client
+from bot.delivery import OutboxDelivery, delivery_client
 from bot.engine import Engine
 from sandbox.fake_slack import FakeSlack
 from scheduler import rules
@@ -26,7 +26,7 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 def delivery(engine: Engine, fake: FakeSlack) -> OutboxDelivery:
-    return OutboxDelivery(engine, web_client(fake.token, fake.api_url))
+    return OutboxDelivery(engine, delivery_client(fake.token, fake.api_url))
 
 
 async def deliver_all(delivery: OutboxDelivery) -> None:
@@ -70,7 +70,7 @@ async def test_an_update_never_overtakes_its_unsent_message(
 ) -> None:
     job_id = await asked(engine)
     [decision] = await engine.store.decisions.for_job(job_id)
-    fake.fail("chat.postMessage", times=3, status=500)  # the first try and both of the client's retries
+    fake.fail("chat.postMessage", times=1, status=500)  # the sender's client does not retry a 5xx itself
     await delivery.deliver_due()
     await engine.answer(decision.id, "deny", actor="U42")  # answered (say, from the CLI) meanwhile
     await delivery.deliver_due()
@@ -104,6 +104,36 @@ async def test_a_rate_limit_storm_delivers_everything_exactly_once(
     assert all(item.state == "sent" for item in await engine.store.outbox.all())
 
 
+async def test_a_post_whose_answer_was_lost_is_found_in_the_channel_not_posted_again(
+    engine: Engine, fake: FakeSlack, delivery: OutboxDelivery, frozen_clock: Any
+) -> None:
+    job_id = await asked(engine)
+    fake.lose_response("chat.postMessage", times=1)  # Slack posts it, the 503 hides that
+    await delivery.deliver_due()
+    assert len(fake.messages(CHANNEL)) == 1
+    frozen_clock.tick(60)  # the row's backoff passes
+    await deliver_all(delivery)
+    [message] = fake.messages(CHANNEL)
+    assert len(fake.calls_to("chat.postMessage")) == 1
+    [history] = fake.calls_to("conversations.history", ok=True)
+    [decision] = await engine.store.decisions.for_job(job_id)
+    assert decision.message_ts == message["ts"] and history.response["messages"][0]["ts"] == message["ts"]
+    [item] = await engine.store.outbox.all()
+    assert (item.state, item.response) == ("sent", {"channel": CHANNEL, "ts": message["ts"]})
+
+
+async def test_a_sender_that_died_before_settling_does_not_post_twice(
+    engine: Engine, fake: FakeSlack, delivery: OutboxDelivery, frozen_clock: Any
+) -> None:
+    await asked(engine)
+    [leased] = await engine.store.outbox.lease_due()
+    await delivery._send(leased)  # posted, then the process dies before mark_sent
+    frozen_clock.tick(120)  # the dead sender's lease runs out
+    await deliver_all(delivery)
+    assert len(fake.messages(CHANNEL)) == 1 and len(fake.calls_to("chat.postMessage")) == 1
+    assert [item.state for item in await engine.store.outbox.all()] == ["sent"]
+
+
 async def test_owner_notes_and_escalations_arrive_by_dm(
     engine: Engine, fake: FakeSlack, delivery: OutboxDelivery, frozen_clock: Any
 ) -> None:
@@ -120,7 +150,7 @@ async def test_owner_notes_and_escalations_arrive_by_dm(
     action_ids = [
         e["action_id"] for b in escalation["blocks"] if b["type"] == "actions" for e in b["elements"]
     ]
-    assert action_ids == ["acknowledge"]
+    assert action_ids == ["acknowledge", "job_retry", "job_cancel"]
 
 
 async def test_a_permanent_error_parks_the_row_without_retrying(

@@ -19,7 +19,16 @@ MANIFEST_PATH = REPO_ROOT / "manifest.yml"
 SCHEMA_RELATIVE = Path("shared") / "slack" / "manifest.schema.json"
 
 EVENTS_PATH = "/slack/events"  # the one endpoint `queuebot run` serves for Slack (a fixed name)
-EXPECTED_BOT_SCOPES = {"commands", "chat:write", "chat:write.public", "im:write", "users:read"}
+EXPECTED_BOT_SCOPES = {
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "im:write",
+    "users:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+}
 QUEUE_SUBCOMMANDS = ("add", "new", "list", "show", "cancel", "retry", "pause", "resume", "stats", "help")
 
 

@@ -25,12 +25,13 @@ async def test_a_failed_delivery_waits_then_parks_after_its_attempts(
 ) -> None:
     await engine.enqueue("demo.ask", {"question": "Ship?"}, channel="CQUEUE")
     await drain(engine)
-    [item] = await engine.store.outbox.due()
+    [item] = await engine.store.outbox.lease_due()
+    assert item.attempts == 1  # a lease is a try
     await engine.store.outbox.retry_later(item.id, delay_s=30, error="ratelimited", max_attempts=2)
     assert await engine.store.outbox.due() == []
     frozen_clock.tick(31)
-    [again] = await engine.store.outbox.due()
-    assert (again.attempts, again.error) == (1, "ratelimited")
+    [again] = await engine.store.outbox.lease_due()
+    assert (again.attempts, again.error) == (2, "ratelimited")
     await engine.store.outbox.retry_later(item.id, delay_s=30, error="still failing", max_attempts=2)
     frozen_clock.tick(31)
     assert await engine.store.outbox.due() == []

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from bot.context import JobContext
-from bot.delivery import OutboxDelivery, web_client
+from bot.delivery import OutboxDelivery, delivery_client
 from bot.engine import Engine
 from bot.jobtypes import job_type
 from bot.slack_app import EVENTS_PATH, create_slack_app, create_web_app
@@ -49,7 +49,7 @@ async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         try:
             async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
-                delivery = OutboxDelivery(engine, web_client(fake.token, fake.api_url))
+                delivery = OutboxDelivery(engine, delivery_client(fake.token, fake.api_url))
                 yield Workspace(fake, slack, delivery, f"http://127.0.0.1:{port}")
         finally:
             await runner.cleanup()
