@@ -299,18 +299,16 @@ async def work(until_idle: bool) -> None:
 @cli.command()
 @run_async
 async def run() -> None:
-    """Run queuebot: serve Slack, deliver notifications, run the workers and the scheduler."""
+    """Run queuebot: serve Slack (or, with no Slack credentials, a local sandbox workspace), deliver
+    notifications, run the workers and the scheduler."""
     settings, _ = app.load()
     missing = app.missing_slack_settings(settings)
     async with app.open_engine(settings) as engine:
         _announce(engine)
         if missing:
-            click.echo(
-                f"Slack is not served: {' and '.join(missing)} not set (create the app from manifest.yml, "
-                "see the README). Running the queue without Slack.",
-                err=True,
-            )
-            await app.work(engine)
+            from bot.sandbox_run import run_sandbox
+
+            await run_sandbox(engine, settings, missing=missing, announce=click.echo)
         else:
             await app.serve(engine, settings)
 

@@ -307,3 +307,30 @@ class Workspace:
             "app_installed_team_id": self.team.id,
             "bot_id": self.team.bot_id,
         }
+
+    # -- keeping across restarts ---------------------------------------------------------------
+    def saved_state(self) -> Json:
+        """What a restarted sandbox needs to show the same conversations: DMs, messages and Home tabs.
+
+        Ephemeral messages and open modals are left out: Slack's own clients lose them on reload too.
+        """
+        homes = {user: self.views[view_id] for user, view_id in self.home.items() if view_id in self.views}
+        return {
+            "last_ts_micros": self._last_ts_micros,
+            "next_id": next(self._ids),  # uses one up: ids need only be unique
+            "dms": dict(self.dms),
+            "messages": copy.deepcopy(self.messages),
+            "home": {user: {"id": v.id, "body": v.body, "hash": v.hash} for user, v in homes.items()},
+        }
+
+    def restore(self, state: Json) -> None:
+        """Take back a `saved_state`, in a workspace where nothing has happened yet."""
+        self._last_ts_micros = max(self._last_ts_micros, int(state.get("last_ts_micros", 0)))
+        self._ids = itertools.count(int(state.get("next_id", 1)))
+        self.dms.update({str(channel): str(members) for channel, members in state.get("dms", {}).items()})
+        for channel, messages in state.get("messages", {}).items():
+            self.messages[str(channel)] = [dict(message) for message in messages]
+        for user, saved in state.get("home", {}).items():
+            view = View(str(saved["id"]), str(user), dict(saved["body"]), str(saved["hash"]))
+            self.views[view.id] = view
+            self.home[view.user_id] = view.id
