@@ -16,6 +16,7 @@ from bot.settings import Config, Settings, load_config
 from bot.wakeup import PostgresListener, Wakeup
 from scheduler.service import Scheduler
 from store import Store
+from store.errors import ConfigError
 
 log = logging.getLogger("queuebot")
 
@@ -93,7 +94,13 @@ async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | Non
     )
     runner = web.AppRunner(create_web_app(slack, engine, serve_events=not socket_mode))
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot serve on port {settings.port}: {exc.strerror or exc} (set PORT to a free port)"
+        ) from None
     socket: AsyncSocketModeHandler | None = None
     if settings.slack_app_token:
         socket = AsyncSocketModeHandler(slack, settings.slack_app_token)

@@ -399,3 +399,19 @@ async def test_an_escalation_dm_cancels_the_job_for_its_owner_and_refuses_a_gues
     owner = workspace.slack.block_actions("UOWNER0001", "job_cancel", channel=dm, message_ts=escalation["ts"])
     await workspace.slack.send(owner)
     assert (await wait_for_state(engine, job_id, JobState.CANCELLED)).reason == "cancelled by UOWNER0001"
+
+
+async def test_serving_on_a_port_already_taken_says_so(engine: Engine) -> None:
+    import socket
+
+    from bot import app
+    from bot.settings import Settings
+    from store.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        settings = Settings(slack_bot_token="xoxb-1", slack_signing_secret="s", port=port)
+        with pytest.raises(ConfigError, match=f"cannot serve on port {port}: .*set PORT to a free port"):
+            await app.serve(engine, settings)
