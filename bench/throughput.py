@@ -1,7 +1,12 @@
-"""Queue throughput benchmark: queuebot on SQLite and on PostgreSQL against Procrastinate.
+"""Figure 1, work-down throughput: queuebot on SQLite and on PostgreSQL against Procrastinate and against
+the raw ceiling of the database itself.
 
 For each queuebot backend (a temporary SQLite file; a fresh PostgreSQL database of its own, dropped at the
 end) it measures, with N no-op jobs of a private job type in a lane of its own:
+
+* ``ceiling_per_s``: N rows of a bare table worked down by a bare loop of batched
+  ``UPDATE … WHERE id IN (SELECT … LIMIT slots [FOR UPDATE SKIP LOCKED])`` on one connection, straight on
+  the driver: no events, no runtime, no SQLAlchemy; the distance to it is what queuebot's bookkeeping costs;
 
 * ``enqueued_per_s``: N jobs written in batches through ``Engine.enqueue_many``;
 * ``completed_per_s``: N / wall time for the real worker runtime (``Worker.run(until_idle=True)``) to work
@@ -10,6 +15,7 @@ end) it measures, with N no-op jobs of a private job type in a lane of its own:
   time, a few ms apart, into an idle queue watched by a running worker.
 
 Procrastinate is measured the same way by ``bench/procrastinate_side.py`` on its own fresh database.
+Targets (issue 6): PostgreSQL completed/s >= 10x Procrastinate's in the same run; SQLite >= 5,000/s.
 
     .venv/bin/python bench/throughput.py --jobs 20000 [--json]
 """
@@ -25,24 +31,25 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
-import os
-import platform
-import signal
 import sqlite3
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.engine import make_url
 
+from bench.common import (
+    Progress,
+    base_parser,
+    database_url,
+    machine_line,
+    report_header,
+    run_main,
+)
+from bench.common import say as to_stderr
 from bench.procrastinate_side import run_procrastinate, wait_until
 from bot.context import JobContext
 from bot.engine import Engine
@@ -52,7 +59,6 @@ from bot.settings import Config
 from bot.wakeup import Wakeup
 from store import Store
 
-DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 LANE = "bench"
 NOOP_TYPE = "bench.noop"
 PROBE_TYPE = "bench.probe"
@@ -60,11 +66,9 @@ ACTOR = "bench"
 WARMUP_JOBS = 5
 WAIT_TIMEOUT_S = 120.0
 PROGRESS_EVERY_S = 2.0
-#: What the issue asks of queuebot, as multiples of Procrastinate's completed/s.
-TARGET_POSTGRES_RATIO = 3.0
-TARGET_SQLITE_RATIO = 1.0
-
-Progress = Callable[[str], None]
+#: What issue 6 asks: PostgreSQL at 10x Procrastinate's completed/s, SQLite at 5,000 completed/s.
+TARGET_POSTGRES_RATIO = 10.0
+TARGET_SQLITE_PER_S = 5000.0
 
 
 @dataclass(frozen=True)
@@ -218,145 +222,175 @@ async def bench_queuebot(
     }
 
 
-async def bench_sqlite(settings: BenchSettings, say: Progress) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(prefix="queuebot_bench_") as directory:
-        path = Path(directory) / "queuebot.db"
-        say(f"sqlite: database file {path}")
-        return await bench_queuebot("sqlite", f"sqlite:///{path}", settings, say, analyze=False)
+#: The bare table the ceiling loop works down: only what a claim needs, with the same partial index.
+_CEILING_TABLE = """
+CREATE TABLE ceiling_jobs (id {id_type} PRIMARY KEY, state VARCHAR(32) NOT NULL, lane VARCHAR(64) NOT NULL,
+                           priority SMALLINT NOT NULL, run_after TIMESTAMP NOT NULL);
+CREATE INDEX ix_ceiling_ready ON ceiling_jobs (lane, priority, run_after, id) WHERE state = 'ready';
+"""
+_CEILING_PICK = (
+    "SELECT id FROM ceiling_jobs WHERE state = 'ready' AND lane = 'bench' "
+    "ORDER BY priority, run_after, id LIMIT {limit}"
+)
 
 
-@contextlib.asynccontextmanager
-async def _fresh_pg_database(admin_dsn: str, name: str, say: Progress) -> AsyncIterator[str]:
-    """Create database `name`, yield its URL, and drop it afterwards whatever happened."""
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
+async def _postgres_ceiling(url: str, settings: BenchSettings, say: Progress) -> float:
+    """The raw ceiling on PostgreSQL: one connection, autocommit, one UPDATE per batch of `slots` rows."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        say(f"postgres: creating database {name}")
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(_CEILING_TABLE.format(id_type="BIGSERIAL"))
+        await conn.execute(
+            "INSERT INTO ceiling_jobs (state, lane, priority, run_after) "
+            "SELECT 'ready', 'bench', 1, now() FROM generate_series(1, $1)",
+            settings.jobs,
+        )
+        await conn.execute("ANALYZE ceiling_jobs")
+        claim = await conn.prepare(
+            "UPDATE ceiling_jobs SET state = 'completed' WHERE id IN ("
+            + _CEILING_PICK.format(limit="$1")
+            + " FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+        say(f"postgres: ceiling loop over {settings.jobs} bare rows")
+        start = time.perf_counter()
+        done = 0
+        while rows := await claim.fetch(settings.slots):
+            done += len(rows)
+        elapsed = time.perf_counter() - start
+        await conn.execute("DROP TABLE ceiling_jobs")
     finally:
         await conn.close()
+    if done != settings.jobs:
+        raise RuntimeError(f"ceiling loop worked {done}/{settings.jobs} rows")
+    return settings.jobs / elapsed
+
+
+def _sqlite_ceiling(path: str, settings: BenchSettings) -> float:
+    """The raw ceiling on SQLite: the stdlib driver, WAL, one BEGIN IMMEDIATE … COMMIT per batch."""
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        yield make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
-    finally:
-        say(f"postgres: dropping database {name}")
-        conn = await asyncpg.connect(admin_dsn, timeout=10)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-async def bench_postgres(settings: BenchSettings, admin_dsn: str, say: Progress) -> dict[str, float]:
-    async with _fresh_pg_database(admin_dsn, f"queuebot_bench_{os.getpid()}", say) as url:
-        return await bench_queuebot("postgres", url, settings, say, analyze=True)
-
-
-async def _postgres_version(admin_dsn: str) -> str:
-    try:
-        conn = await asyncpg.connect(admin_dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError):
-        return "unreachable"
-    try:
-        return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
-
-
-def _machine(postgres_version: str) -> dict[str, Any]:
-    memory_gb: float | None = None
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_CEILING_TABLE.format(id_type="INTEGER"))
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO ceiling_jobs (state, lane, priority, run_after) VALUES ('ready', 'bench', 1, ?)",
+            [("2026-01-01 00:00:00",)] * settings.jobs,
+        )
+        conn.execute("COMMIT")
+        update = (
+            "UPDATE ceiling_jobs SET state = 'completed' WHERE id IN ("
+            + _CEILING_PICK.format(limit="?")
+            + ") RETURNING id"
+        )
+        start = time.perf_counter()
+        done = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(update, (settings.slots,)).fetchall()
+            conn.execute("COMMIT")
+            if not rows:
                 break
-    return {
-        "nproc": os.cpu_count(),
-        "memory_gb": memory_gb,
-        "cpu": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "postgres": postgres_version,
-        # Other work on the machine skews every figure; the 1-minute load average says how much there was.
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
+            done += len(rows)
+        elapsed = time.perf_counter() - start
+        conn.execute("DROP TABLE ceiling_jobs")
+    finally:
+        conn.close()
+    if done != settings.jobs:
+        raise RuntimeError(f"ceiling loop worked {done}/{settings.jobs} rows")
+    return settings.jobs / elapsed
+
+
+async def bench_backend(
+    backend: str, settings: BenchSettings, admin_dsn: str, say: Progress
+) -> dict[str, float]:
+    async with database_url(backend, admin_dsn, "throughput") as url:
+        if backend == "sqlite":
+            say(f"sqlite: ceiling loop over {settings.jobs} bare rows")
+            ceiling = await asyncio.to_thread(_sqlite_ceiling, url.removeprefix("sqlite:///"), settings)
+        else:
+            ceiling = await _postgres_ceiling(url, settings, say)
+        say(f"{backend}: ceiling {ceiling:,.0f} rows/s")
+        figures = await bench_queuebot(backend, url, settings, say, analyze=backend == "postgres")
+    return {"ceiling_per_s": ceiling, **figures}
 
 
 async def run_all(
     settings: BenchSettings, admin_dsn: str, backends: list[str], say: Progress
 ) -> dict[str, Any]:
-    """Benchmark the chosen backends in turn; SIGTERM cancels the run (its databases are still dropped)."""
-    current = asyncio.current_task()
-    if current is not None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers off Unix
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
-    start = time.perf_counter()
-    report: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(await _postgres_version(admin_dsn)),
-        "settings": asdict(settings),
-    }
-    if "sqlite" in backends:
-        report["sqlite"] = await bench_sqlite(settings, say)
-    if "postgres" in backends:
-        report["postgres"] = await bench_postgres(settings, admin_dsn, say)
+    """Benchmark the chosen backends in turn, each in a database of its own."""
+    report: dict[str, Any] = {**await report_header(admin_dsn), "settings": asdict(settings)}
+    for backend in ("sqlite", "postgres"):
+        if backend in backends:
+            report[backend] = await bench_backend(backend, settings, admin_dsn, say)
     if "procrastinate" in backends:
         report["procrastinate"] = await run_procrastinate(
             settings.jobs, admin_dsn=admin_dsn, concurrency=settings.procrastinate_concurrency, progress=say
         )
-    if "procrastinate" in report:
         base = report["procrastinate"]["completed_per_s"]
         for backend in ("postgres", "sqlite"):
             if backend in report:
                 report[f"ratio_{backend}_vs_procrastinate"] = report[backend]["completed_per_s"] / base
-    report["elapsed_s"] = time.perf_counter() - start
+    targets: dict[str, Any] = {}
+    if "ratio_postgres_vs_procrastinate" in report:
+        ratio = report["ratio_postgres_vs_procrastinate"]
+        targets["postgres_vs_procrastinate"] = {"target": TARGET_POSTGRES_RATIO, "measured": ratio}
+    if "sqlite" in report:
+        targets["sqlite_completed_per_s"] = {
+            "target": TARGET_SQLITE_PER_S,
+            "measured": report["sqlite"]["completed_per_s"],
+        }
+    for target in targets.values():
+        target["met"] = target["measured"] >= target["target"]
+    report["targets"] = targets
     return report
 
 
 def render_table(report: dict[str, Any]) -> str:
-    header = f"{'backend':<14}{'enqueued/s':>12}{'completed/s':>13}{'p50 ms':>10}{'p99 ms':>10}"
-    lines = [header, "-" * len(header)]
+    header = (
+        f"{'backend':<14}{'ceiling/s':>11}{'enqueued/s':>12}{'completed/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
+    )
+    lines = ["Figure 1: work-down of no-op jobs (and enqueue->start latency on an idle queue)", header]
+    lines.append("-" * len(header))
     for backend in ("sqlite", "postgres", "procrastinate"):
         if backend in report:
             row = report[backend]
+            ceiling = f"{row['ceiling_per_s']:>11,.0f}" if "ceiling_per_s" in row else f"{'':>11}"
             lines.append(
-                f"{backend:<14}{row['enqueued_per_s']:>12.0f}{row['completed_per_s']:>13.0f}"
-                f"{row['latency_p50_ms']:>10.2f}{row['latency_p99_ms']:>10.2f}"
+                f"{backend:<14}{ceiling}{row['enqueued_per_s']:>12,.0f}{row['completed_per_s']:>13,.0f}"
+                f"{row['latency_p50_ms']:>9.2f}{row['latency_p99_ms']:>9.2f}"
             )
     lines.append("")
-    targets = (("postgres", TARGET_POSTGRES_RATIO), ("sqlite", TARGET_SQLITE_RATIO))
-    for backend, target in targets:
-        ratio = report.get(f"ratio_{backend}_vs_procrastinate")
-        if ratio is not None:
-            verdict = "meets" if ratio >= target else "MISSES"
-            lines.append(
-                f"{backend} completed/s = {ratio:.2f}x procrastinate ({verdict} the {target:g}x target)"
-            )
-    machine = report["machine"]
-    lines.append(
-        f"{report['date']}, {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory_gb']} GB, "
-        f"load {machine['loadavg_1m_at_start']} at start, "
-        f"Python {machine['python']}, SQLite {machine['sqlite']}, PostgreSQL {machine['postgres']}; "
-        f"{report['settings']['jobs']} jobs, {report['elapsed_s']:.0f}s in all"
-    )
+    targets = report["targets"]
+    if "postgres_vs_procrastinate" in targets:
+        t = targets["postgres_vs_procrastinate"]
+        lines.append(
+            f"postgres completed/s = {t['measured']:.1f}x procrastinate "
+            f"({'meets' if t['met'] else 'MISSES'} the {t['target']:g}x target)"
+        )
+    if "sqlite_completed_per_s" in targets:
+        t = targets["sqlite_completed_per_s"]
+        lines.append(
+            f"sqlite completed/s = {t['measured']:,.0f} "
+            f"({'meets' if t['met'] else 'MISSES'} the {t['target']:,.0f}/s target)"
+        )
+    for backend in ("sqlite", "postgres"):
+        if backend in report:
+            row = report[backend]
+            share = row["completed_per_s"] / row["ceiling_per_s"]
+            lines.append(f"{backend}: queuebot reaches {share:.0%} of the bare UPDATE loop's rate")
+    lines.append(f"{machine_line(report)}; {report['settings']['jobs']} jobs per backend")
     return "\n".join(lines)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="queuebot (SQLite, PostgreSQL) vs Procrastinate throughput")
+    parser = base_parser("Figure 1: queuebot (SQLite, PostgreSQL) vs Procrastinate vs the raw ceiling")
     parser.add_argument("--jobs", type=int, default=20000, help="no-op jobs per backend (default 20000)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--batch", type=int, default=1000, help="jobs per enqueue_many call (default 1000)")
     parser.add_argument("--slots", type=int, default=100, help="worker slots of the bench lane (default 100)")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="worker poll interval, s (0.05)")
     parser.add_argument("--latency-samples", type=int, default=200, help="latency probes (default 200)")
     parser.add_argument("--latency-gap", type=float, default=0.005, help="gap between probes, s (0.005)")
     parser.add_argument("--procrastinate-concurrency", type=int, default=10, help="its worker slots (10)")
-    parser.add_argument("--admin-dsn", default=DEFAULT_ADMIN_DSN, help="DSN allowed to CREATE DATABASE")
     parser.add_argument(
         "--backends",
         default="sqlite,postgres,procrastinate",
@@ -382,16 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         latency_gap_s=args.latency_gap,
         procrastinate_concurrency=args.procrastinate_concurrency,
     )
-
-    def to_stderr(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-    try:
-        report = asyncio.run(run_all(settings, args.admin_dsn, args.backends.split(","), to_stderr))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        to_stderr("interrupted (the benchmark databases were removed)")
-        raise SystemExit(130) from None
-    print(json.dumps(report, indent=2) if args.json else render_table(report))
+    backends = args.backends.split(",")
+    run_main(lambda: run_all(settings, args.admin_dsn, backends, to_stderr), render_table, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,20 @@ def parse_answer_value(value: str) -> tuple[int, str]:
     return int(ref[2:]), option
 
 
+def decision_block_id(decision_id: int) -> str:
+    """The block that holds a decision's buttons."""
+    return f"decision-{decision_id}"
+
+
+def parse_clicked_answer(value: str, block_id: str | None) -> tuple[int, str]:
+    """(decision id, option value) of a click on a decision's button; ValueError when the value is not one
+    of ours, or names another decision than the block it was clicked in (a forged value)."""
+    decision_id, option = parse_answer_value(value)
+    if block_id != decision_block_id(decision_id):
+        raise ValueError(f"button value {value!r} does not belong to block {block_id!r}")
+    return decision_id, option
+
+
 def _output_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
 
@@ -91,7 +105,7 @@ def _buttons(decision: Decision, job: Job) -> ActionsBlock:
         elements.append(ButtonElement(text="Other…", action_id=OTHER_ACTION, value=decision.ref))
     if decision.kind is DecisionKind.REVIEW:
         elements.append(ButtonElement(text="Evidence", action_id=EVIDENCE_ACTION, value=job.ref))
-    return ActionsBlock(block_id=f"decision-{decision.id}", elements=elements)
+    return ActionsBlock(block_id=decision_block_id(decision.id), elements=elements)
 
 
 def decision_message(decision: Decision, job: Job) -> tuple[str, list[Block]]:

@@ -101,6 +101,8 @@ class OutboxDelivery:
 
     async def run(self, stop: asyncio.Event, *, poll_s: float = 0.5) -> None:
         while not stop.is_set():
+            # Background work: Slack requests in flight are answered first (bot.wakeup.Foreground).
+            await self.engine.wakeup.foreground.wait_quiet()
             try:
                 sent = await self.deliver_due()
             except Exception as exc:  # the database or Slack may be away: try again next round
@@ -228,10 +230,13 @@ class OutboxDelivery:
 
     async def _update_decision(self, item: OutboxItem) -> dict[str, Any]:
         assert item.decision_id is not None
+        # The post's row before the decision: its sender records the message before settling the row, so a
+        # settled post's message is on the decision. The other way round, a post settled by another replica
+        # between the two reads would look like one never made, and the update would be lost.
+        if await self.store.outbox.pending_for_decision(item.decision_id, "decision.opened"):
+            raise Deferred(f"D-{item.decision_id}")
         decision = await self.store.decisions.get(item.decision_id)
         if decision.message_ts is None or decision.channel is None:
-            if await self.store.outbox.pending_for_decision(decision.id, "decision.opened"):
-                raise Deferred(decision.ref)
             return {"skipped": "the decision was never posted"}
         job = await self.store.jobs.get(decision.job_id)
         text, built = blocks.closed_decision_message(decision, job)

@@ -98,7 +98,8 @@ def chained_children(ctx: JobContext, result: Any) -> list[NewJob]:
 
 
 def failed(ctx: JobContext, error: BaseException) -> RunEnd:
-    """A handler raised: pick the state for its failure class."""
+    """A handler raised: pick the state for its failure class. The job (and so Slack) gets the reason cut to
+    MAX_REASON_CHARS; a longer one is kept whole in the trail, in the event's details."""
     job = ctx.job
     now = clock.now()
     base = {"job_id": job.id, "run_seq": job.run_seq, "actor": ctx.worker}
@@ -113,7 +114,9 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
         )
     else:
         klass, reason = FailureClass.TRANSIENT, f"{type(error).__name__}: {error}"
-    reason = _short(reason or klass.value)
+    full = reason or klass.value
+    reason = _short(full)
+    whole = {"full_reason": full} if reason != full else {}
     common = {**base, "failure_class": klass, "reason": reason, "event_kind": klass.value}
     if klass is FailureClass.TRANSIENT:
         failures = job.attempts + 1
@@ -122,7 +125,7 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
                 **{**common, "event_kind": "retries_exhausted"},
                 to_state=JobState.DEAD,
                 spend_attempt=True,
-                details={"attempts": failures},
+                details={**whole, "attempts": failures},
             )
         delay_s = ctx.job_type.retry.delay_s(failures)
         return RunEnd(
@@ -130,7 +133,7 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
             to_state=JobState.RETRY_SCHEDULED,
             spend_attempt=True,
             run_after=now + timedelta(seconds=delay_s),
-            details={"attempt": failures, "retry_in_s": round(delay_s, 3)},
+            details={**whole, "attempt": failures, "retry_in_s": round(delay_s, 3)},
         )
     if isinstance(error, RateLimited):
         until = now + timedelta(seconds=error.retry_after_s)
@@ -140,7 +143,7 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
             run_after=until,
             lane_cooldown_until=until,
             lane=job.lane,
-            details={"retry_after_s": error.retry_after_s},
+            details={**whole, "retry_after_s": error.retry_after_s},
         )
     if isinstance(error, BudgetExceeded):
         spec = DecisionSpec(
@@ -151,7 +154,11 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
             timeout_s=BUDGET_DECISION_TIMEOUT_S,
         )
         return RunEnd(
-            **common, to_state=JobState.ESCALATED, decision=spec, decision_channel=ctx.decision_channel
+            **common,
+            to_state=JobState.ESCALATED,
+            decision=spec,
+            decision_channel=ctx.decision_channel,
+            details=whole or None,
         )
     target = {
         FailureClass.MISSING_INPUT: JobState.PENDING,
@@ -159,7 +166,7 @@ def failed(ctx: JobContext, error: BaseException) -> RunEnd:
         FailureClass.AMBIGUOUS: JobState.ESCALATED,
         FailureClass.FATAL: JobState.DEAD,
     }[klass]
-    return RunEnd(**common, to_state=target)
+    return RunEnd(**common, to_state=target, details=whole or None)
 
 
 def waiting(ctx: JobContext, spec: DecisionSpec) -> RunEnd:

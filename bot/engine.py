@@ -4,6 +4,7 @@ types, inputs and authority, then acts through the store."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -15,7 +16,7 @@ from bot import instruments
 from bot.authority import Authority
 from bot.jobtypes import JobType, Registry, registry
 from bot.settings import Config
-from bot.wakeup import Wakeup
+from bot.wakeup import HandOff, Wakeup
 from store import Store, clock
 from store.controls import Pause, PauseScope
 from store.decisions import Answered
@@ -23,6 +24,8 @@ from store.errors import InvalidInput, NotPermitted, QueuebotError
 from store.jobs import BoardStats, Enqueued
 from store.models import Decision, Event, Job, NewJob
 from store.states import OPEN_STATES, DecisionState, JobState, Priority
+
+log = logging.getLogger("queuebot.engine")
 
 _JOB_REF = re.compile(r"^\s*(?:[Qq]-)?(\d+)\s*$")
 _DECISION_REF = re.compile(r"^\s*(?:[Dd]-)?(\d+)\s*$")
@@ -50,6 +53,23 @@ def parse_decision_ref(text: str) -> int:
     if not match:
         raise QueuebotError(f"{text!r} is not a decision id (expected D-<number>)")
     return int(match.group(1))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def refuse_nul(what: str, *texts: Any) -> None:
+    """InvalidInput when text a person or an agent gave holds a NUL character: PostgreSQL cannot store one
+    in text or JSON, so it is refused on SQLite too and both databases behave alike."""
+    if any(_has_nul(text) for text in texts):
+        raise InvalidInput(f"{what} may not contain NUL characters (\\u0000)")
 
 
 def describe_validation(error: ValidationError) -> str:
@@ -105,6 +125,8 @@ class Engine:
         """Validate a request for work against its type; raises UnknownJobType or InvalidInput."""
         job_type = self.types.get(type_name)
         data = self._validated_input(job_type, input)
+        refuse_nul(f"input for {job_type.name}: text", data)
+        refuse_nul("an idempotency key", key)
         try:
             chosen = Priority(priority) if priority is not None else job_type.priority
         except ValueError:
@@ -154,11 +176,35 @@ class Engine:
         return enqueued
 
     async def enqueue_many(self, new_jobs: Sequence[NewJob], *, actor: str) -> list[Enqueued]:
-        """Write validated jobs in one transaction; jobs of a paused scope start paused."""
-        enqueued = await self.store.jobs.enqueue(new_jobs, actor=actor)
-        for lane in {item.job.lane for item in enqueued if item.created}:
+        """Write validated jobs in one transaction; jobs of a paused scope start paused. A single job that
+        may start at once goes straight to a worker of this process idle on its lane, if there is one: the
+        enqueue writes it claimed, and the worker needs no claim of its own."""
+        hand_off = self._hand_off_for(new_jobs)
+        try:
+            enqueued = await self.store.jobs.enqueue(
+                new_jobs, actor=actor, claim_for=hand_off.worker_id if hand_off else None
+            )
+        except BaseException:
+            if hand_off is not None:
+                hand_off.release()
+            raise
+        if hand_off is not None:
+            first = enqueued[0]
+            if first.created and first.job.state is JobState.RUNNING:
+                hand_off.start(first.job)
+            else:
+                hand_off.release()
+        for lane in {item.job.lane for item in enqueued if item.created and item.job.state is JobState.READY}:
             self.wakeup.notify(lane)
         return enqueued
+
+    def _hand_off_for(self, new_jobs: Sequence[NewJob]) -> HandOff | None:
+        if len(new_jobs) != 1:
+            return None
+        [new] = new_jobs
+        if new.state is not JobState.READY or (new.run_after is not None and new.run_after > clock.now()):
+            return None
+        return self.wakeup.take_offer(new.lane)
 
     # ---- people acting on work -----------------------------------------------------------------------
 
@@ -166,6 +212,7 @@ class Engine:
         self, decision_ref: str | int, value: str, *, actor: str, comment: str | None = None
     ) -> Answered:
         """A person answers a decision; refused (and audited) if the answerer policy does not allow them."""
+        refuse_nul("an answer", value, comment)
         decision_id = decision_ref if isinstance(decision_ref, int) else parse_decision_ref(decision_ref)
         decision = await self.store.decisions.get(decision_id)
         job = await self.store.jobs.get(decision.job_id)
@@ -184,6 +231,14 @@ class Engine:
     async def _deny(self, job_id: int, actor: str, what: str) -> None:
         await self.store.jobs.add_event(job_id, actor=actor, kind="denied", reason=f"not permitted to {what}")
 
+    async def _deny_scope(self, scope: PauseScope, name: str, actor: str, what: str) -> None:
+        """Audit a refused pause or resume: in the job's trail, or in the log for `all`, a lane or a type
+        (which have no trail of their own)."""
+        if scope == "job":
+            await self._deny(int(name), actor, what)
+        else:
+            log.warning("event=denied actor=%s action=%s scope=%s name=%s", actor, what, scope, name or "-")
+
     async def _operable(self, job_ref: str | int, actor: str, what: str) -> Job:
         job = await self.store.jobs.get(job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref))
         if not self.authority.may_operate(actor, job):
@@ -193,6 +248,7 @@ class Engine:
 
     async def cancel(self, job_ref: str | int, *, actor: str, reason: str | None = None) -> Job:
         """Stop a job; a running one stops at its next heartbeat."""
+        refuse_nul("a reason", reason)
         job = await self._operable(job_ref, actor, "cancel")
         return await self.store.jobs.move(
             job.id,
@@ -231,18 +287,21 @@ class Engine:
         raise QueuebotError(f"cannot pause {target!r}: name `all`, a lane ({lanes}), a job type or a job Q-N")
 
     async def pause(self, target: str, *, actor: str, reason: str | None = None) -> int:
+        refuse_nul("a reason", reason)
         scope, name = self.pause_scope(target)
         if scope == "job":
             allowed = self.authority.may_operate(actor, await self.store.jobs.get(int(name)))
         else:
             allowed = self.authority.is_admin(actor) or not self.config.admins
         if not allowed:
+            await self._deny_scope(scope, name, actor, "pause")
             raise NotPermitted(f"{actor} may not pause {target}; only admins (or a job's owner) may")
         return await self.store.controls.pause(scope, name, actor=actor, reason=reason)
 
     async def resume(self, target: str, *, actor: str) -> int:
         scope, name = self.pause_scope(target)
         if self.config.admins and not self.authority.is_admin(actor):
+            await self._deny_scope(scope, name, actor, "resume")
             raise NotPermitted(f"{actor} may not resume {target}; only admins may")
         resumed = await self.store.controls.resume(scope, name, actor=actor)
         self.wakeup.notify_all()

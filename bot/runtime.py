@@ -33,6 +33,21 @@ TRANSIENT_DATABASE_ERRORS = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
 )
+#: SQLSTATE classes of a server going away rather than refusing what was written: connection exceptions
+#: (08) and operator intervention (57: connection terminated, server shutting down or starting up).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "57"})
+
+
+def is_transient_database_error(exc: BaseException) -> bool:
+    """The connection failed (the database may be restarting), as opposed to the database refusing what
+    was written. PostgreSQL's shutdown errors come through SQLAlchemy as plain DBAPIErrors."""
+    if isinstance(exc, TRANSIENT_DATABASE_ERRORS):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return exc.connection_invalidated or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return False
+
 
 #: Most run endings written in one transaction.
 MAX_FINISH_BATCH = 500
@@ -46,6 +61,8 @@ class _Run:
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
     stopped: bool = False
+    #: the handler has returned and its end is being written: the slot is free for the next job already
+    finishing: bool = False
 
 
 @dataclass
@@ -90,18 +107,52 @@ class _Finisher:
                 future.set_result(end.job_id in (done or set()))
 
     async def _finish_with_retries(self, ends: list[RunEnd]) -> set[int] | None:
-        """The job ids recorded, or None when the database refused every try (the jobs stay running and
-        the reaper hands them out again)."""
+        """The job ids recorded; None when the database refused what was written; none recorded when it
+        stayed unreachable through every try (the jobs stay running and the reaper hands them out again)."""
         for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
                 return await self.engine.store.claims.finish(ends)
-            except TRANSIENT_DATABASE_ERRORS as exc:  # the database may be restarting: try again
+            except Exception as exc:
+                if not is_transient_database_error(exc):  # refused: retrying will not help
+                    log.warning("event=finish_refused jobs=%d error=%s", len(ends), exc)
+                    return None
                 log.warning("event=finish_failed attempt=%d jobs=%d error=%s", attempt, len(ends), exc)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-            except Exception as exc:  # the database refused what was written: retrying will not help
-                log.warning("event=finish_refused jobs=%d error=%s", len(ends), exc)
-                return None
-        return None
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))  # the database may be restarting
+        return set()
+
+
+class _LaneHandOff:
+    """This worker's standing offer to run a job enqueued in this process on `lane` whenever it has a free
+    slot: the enqueue writes the job already claimed by it (bot.wakeup.HandOff). The store hands over only
+    a job nothing waits ahead of, so the lane's order holds."""
+
+    def __init__(self, worker: Worker, lane: str) -> None:
+        self.worker = worker
+        self.lane = lane
+        self.worker_id = worker.worker_id
+
+    def reserve(self) -> bool:
+        worker = self.worker
+        if worker._stopping.is_set() or worker.running_in(self.lane) >= worker.lanes[self.lane]:
+            return False
+        worker._reserved[self.lane] += 1
+        return True
+
+    def start(self, job: Job) -> None:
+        worker = self.worker
+        worker._reserved[self.lane] -= 1
+        if not worker._stopping.is_set():
+            worker._start(job)
+            return
+        # The worker stopped while the enqueue was writing: hand the job back at once (no attempt spent).
+        ending = endings.abandoned(job, worker.worker_id, "worker shut down")
+        task = asyncio.create_task(worker.engine.store.claims.finish([ending]))
+        worker._background.add(task)
+        task.add_done_callback(worker._background.discard)
+
+    def release(self) -> None:
+        self.worker._reserved[self.lane] -= 1
+        self.worker._lane_free[self.lane].set()
 
 
 class Worker:
@@ -116,10 +167,14 @@ class Worker:
         self._lane_free: dict[str, asyncio.Event] = {lane: asyncio.Event() for lane in self.lanes}
         self._finisher = _Finisher(engine)
         self._stopping = asyncio.Event()
+        #: slots held for jobs an enqueue of this process is handing over (see _LaneHandOff)
+        self._reserved: dict[str, int] = dict.fromkeys(self.lanes, 0)
+        self._background: set[asyncio.Task[object]] = set()
         self.completed_runs = 0
 
     def running_in(self, lane: str) -> int:
-        return sum(1 for run in self.runs.values() if run.job.lane == lane)
+        running = sum(1 for run in self.runs.values() if run.job.lane == lane and not run.finishing)
+        return running + self._reserved.get(lane, 0)
 
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> None:
         """Claim and run jobs until `stop` is set, or until the queue is idle when `until_idle`."""
@@ -132,9 +187,14 @@ class Worker:
             for lane, slots in self.lanes.items()
         ]
         waiter = asyncio.create_task(self._wait_for_end(until_idle, stop))
+        offers = [(lane, _LaneHandOff(self, lane)) for lane in self.lanes]
+        for lane, offer in offers:
+            self.engine.wakeup.offer(lane, offer)
         try:
             await waiter
         finally:
+            for lane, offer in offers:
+                self.engine.wakeup.withdraw(lane, offer)
             self._stopping.set()
             await self._release_runs()
             for task in tasks:
@@ -167,6 +227,8 @@ class Worker:
             claimed: list[Job] = []
             if room > 0:
                 wake.clear()
+                await self.engine.wakeup.foreground.wait_quiet()  # people first (bot.wakeup.Foreground)
+                room = slots - self.running_in(lane)
                 try:
                     claimed = await self.engine.store.claims.claim(lane, room, worker=self.worker_id)
                 except Exception as exc:  # a database hiccup: back off and claim again
@@ -194,6 +256,9 @@ class Worker:
         started = time.monotonic()
         try:
             end = await self._run_handler(run)
+            # Claim the next job while this ending waits for its group commit, not after it.
+            run.finishing = True
+            self._lane_free[job.lane].set()
             if end is not None and not run.stopped:
                 instruments.run_ended(job, end, time.monotonic() - started)
                 recorded = await self._finisher.submit(end)
@@ -256,7 +321,7 @@ class Worker:
     def _stop_run(self, job_id: int) -> None:
         """The job was taken away (cancelled, paused, expired, reaped): stop its run cooperatively."""
         run = self.runs.get(job_id)
-        if run is None or run.task is None or run.task.done():
+        if run is None or run.task is None or run.task.done() or run.finishing:
             return
         run.stopped = True
         if run.ctx is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from slack_bolt.async_app import AsyncApp
 
 from bot.delivery import web_client
@@ -33,8 +34,10 @@ def create_slack_app(
         signing_secret=signing_secret or "",
         request_verification_enabled=signing_secret is not None,
     )
-    actions.register(app, engine, after_change=after_change)
+    # Bolt tries listeners in the order they were added, at a cost per listener: /queue, the most common
+    # request after a decision's buttons, goes first.
     commands.register(app, engine, after_change=after_change)
+    actions.register(app, engine, after_change=after_change)
     events.register(app, engine)
     new_job_modal.register(app, engine)
     return app
@@ -44,6 +47,16 @@ def create_web_app(app: AsyncApp, engine: Engine, *, serve_events: bool = True) 
     """aiohttp application: Slack's requests at /slack/events (unless they come over Socket Mode), /healthz
     and Prometheus /metrics."""
     web_app = app.web_app(path=EVENTS_PATH) if serve_events else web.Application()
+    foreground = engine.wakeup.foreground
+
+    @web.middleware
+    async def people_first(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != EVENTS_PATH:
+            return await handler(request)
+        with foreground.serving():  # workers hold back new claims meanwhile (bot.wakeup.Foreground)
+            return await handler(request)
+
+    web_app.middlewares.append(people_first)
     web_app.router.add_get("/metrics", Metrics(engine).handle)
 
     async def healthz(_request: web.Request) -> web.Response:

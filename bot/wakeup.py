@@ -3,20 +3,95 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from store import Store
 from store.jobs import NOTIFY_CHANNEL
+from store.models import Job
 
 log = logging.getLogger("queuebot.wakeup")
 
 
+class HandOff(Protocol):
+    """A worker of this process offering to take jobs enqueued here on a lane directly, while it has a free
+    slot: the enqueue writes the job already claimed by it, one round trip instead of an enqueue and then a
+    claim."""
+
+    worker_id: str
+
+    def reserve(self) -> bool:
+        """Hold a slot for the job about to come; False when the worker can take none now."""
+
+    def start(self, job: Job) -> None:
+        """Run the job the enqueue claimed for this worker."""
+
+    def release(self) -> None:
+        """The offer was taken but no job came of it (paused, keyed duplicate, work waiting ahead)."""
+
+
+#: Longest background work (a claim, a delivery round, a click's work after its ack) waits for the Slack
+#: requests in flight to be answered. A burst of requests is answered in a fraction of it; a request stuck
+#: on something slow holds the workers back no longer than this per claim.
+HOLD_BACK_FOR_PEOPLE_S = 0.25
+
+
+#: Requests in flight beyond which the bot is answering a crowd: a slash command is then acknowledged at
+#: once and its reply sent after (handlers/commands.py).
+CROWDED_ABOVE = 8
+
+
+class Foreground:
+    """Requests a person waits on (Slack gives the bot 3 s to answer) in flight in this process. Background
+    work waits for them before it starts, for a moment: on one event loop every callback takes its turn, so
+    a burst of clicks and commands is answered sooner when no new batch of jobs, delivery round or click's
+    follow-up work starts in between."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    @property
+    def crowded(self) -> bool:
+        """More requests in flight than a few people (or Slack's retries of one request) make at once."""
+        return self.in_flight > CROWDED_ABOVE
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a request, from its arrival until its answer is written."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            for besides, waiter in self._waiters:
+                if self.in_flight <= besides and not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_quiet(self, timeout_s: float = HOLD_BACK_FOR_PEOPLE_S, *, besides: int = 0) -> None:
+        """Return once at most `besides` requests are in flight (a listener counts its own), or after
+        `timeout_s`."""
+        if self.in_flight <= besides:
+            return
+        entry = (besides, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry[1], timeout_s)
+        finally:
+            self._waiters.remove(entry)
+
+
 class Wakeup:
-    """One event per lane; setting it wakes that lane's claim loop at once."""
+    """One event per lane; setting it wakes that lane's claim loop at once. Workers of this process also
+    leave their hand-off offers here, for enqueues of this process, and see what people wait on."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._offers: dict[str, list[HandOff]] = {}
+        self.foreground = Foreground()
 
     def event(self, lane: str) -> asyncio.Event:
         return self._events.setdefault(lane, asyncio.Event())
@@ -27,6 +102,20 @@ class Wakeup:
     def notify_all(self) -> None:
         for event in self._events.values():
             event.set()
+
+    def offer(self, lane: str, hand_off: HandOff) -> None:
+        self._offers.setdefault(lane, []).append(hand_off)
+
+    def withdraw(self, lane: str, hand_off: HandOff) -> None:
+        with contextlib.suppress(ValueError):
+            self._offers.get(lane, []).remove(hand_off)
+
+    def take_offer(self, lane: str) -> HandOff | None:
+        """A worker's offer for `lane` with a slot now held for the job, if any worker has one free."""
+        for hand_off in self._offers.get(lane, ()):
+            if hand_off.reserve():
+                return hand_off
+        return None
 
 
 async def wait_any(*events: asyncio.Event, timeout_s: float) -> None:

@@ -49,9 +49,13 @@ def _register_answers(app: AsyncApp, engine: Engine, after_change: AfterChange) 
         respond: AsyncRespond,
     ) -> None:
         await ack()
+        # Other clicks still waiting for their ack go first; this one's own request counts as one.
+        await engine.wakeup.foreground.wait_quiet(besides=1)
         user = str(body["user"]["id"])
         try:
-            decision_id, value = blocks.parse_answer_value(str(action.get("value", "")))
+            decision_id, value = blocks.parse_clicked_answer(
+                str(action.get("value", "")), action.get("block_id")
+            )
             decision = await engine.store.decisions.get(decision_id)
             if decision.kind is DecisionKind.REVIEW and value in blocks.COMMENT_PROMPTS:
                 # Reject asks for a reason and Request changes for feedback before anything is recorded.
@@ -84,7 +88,10 @@ def _register_comments(app: AsyncApp, engine: Engine, after_change: AfterChange)
     ) -> None:
         await ack()
         try:
-            decision = await engine.store.decisions.get(int(str(action.get("value", "")).removeprefix("D-")))
+            decision_id = int(str(action.get("value", "")).removeprefix("D-"))
+            if action.get("block_id") != blocks.decision_block_id(decision_id):
+                raise ValueError("the button names another decision than its block")
+            decision = await engine.store.decisions.get(decision_id)
         except (ValueError, QueuebotError):
             await _tell(respond, NOT_OURS)
             return

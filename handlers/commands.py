@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine import Engine
@@ -161,9 +161,17 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Callable[[], None] 
     """Attach the /queue listener."""
 
     @app.command("/queue")
-    async def queue_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def queue_command(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         if await _opened_new_job_modal(engine, body, client, ack):
             return
+        # Usually the reply goes back in the acknowledgement. In a crowd of Slack requests waiting for theirs,
+        # acknowledge at once and send the reply through the command's response_url once ready.
+        in_a_burst = engine.wakeup.foreground.crowded
+        if in_a_burst:
+            await ack()
+            await engine.wakeup.foreground.wait_quiet(besides=1)  # the others' acknowledgements first
         reply = await run_command(
             engine,
             str(body.get("text", "")),
@@ -171,7 +179,10 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Callable[[], None] 
             channel=str(body["channel_id"]),
             trigger_id=str(body.get("trigger_id", "")),
         )
-        await ack(text=reply)  # ephemeral to the person who typed it
+        if in_a_burst:
+            await respond(text=reply, response_type="ephemeral")
+        else:
+            await ack(text=reply)  # ephemeral to the person who typed it
         if after_change is not None:
             after_change()
         log.info("event=queue_command user=%s text=%r", body.get("user_id"), str(body.get("text", ""))[:200])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,14 +13,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
-from store.database import Database, picked_ids
+from store.counts import add_finished, key_for
+from store.database import Database
 from store.decisions import open_decision
 from store.errors import InvalidTransition
 from store.jobs import insert_jobs
 from store.models import Job, RunEnd
-from store.schema import jobs, lane_cooldowns, pauses
+from store.schema import UtcDateTime, events, jobs, lane_cooldowns, pauses
 from store.states import JobState
-from store.trail import event_row, insert_events
 from store.transitions import row_to_job, transition
 
 
@@ -27,63 +29,32 @@ class ClaimsRepo:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Built once: SQLAlchemy then finds their compiled form in its cache and the driver its prepared
+        # statement, instead of both being worked out again for every claim.
+        if db.is_postgres:
+            self._claim: sa.Executable = _claim_with_events()
+            self._complete: sa.Executable = _complete_with_events()
+        else:
+            self._claim = _claim_only()
+            self._claimed_events: sa.Executable = _events_of_claimed()
+            self._complete = _complete_only()
+            self._completed_events: sa.Executable = _events_of_completed()
 
     async def claim(self, lane: str, limit: int, *, worker: str) -> list[Job]:
         """Take up to `limit` ready jobs of a lane, most urgent first, unless the lane, the whole queue or
-        the job's type is paused or the lane is cooling down."""
+        the job's type is paused or the lane is cooling down. Each claim is recorded in the job's trail."""
         if limit <= 0:
             return []
-        now = clock.now()
-        paused = sa.exists().where(
-            sa.or_(
-                pauses.c.scope == "all",
-                sa.and_(pauses.c.scope == "lane", pauses.c.name == lane),
-                sa.and_(pauses.c.scope == "type", pauses.c.name == jobs.c.type),
-            )
-        )
-        cooling = sa.exists().where(lane_cooldowns.c.lane == lane, lane_cooldowns.c.until > now)
-        pick = (
-            sa.select(jobs.c.id)
-            .where(
-                jobs.c.state == JobState.READY.value,
-                jobs.c.lane == lane,
-                jobs.c.run_after <= now,
-                ~paused,
-                ~cooling,
-            )
-            .order_by(jobs.c.priority, jobs.c.run_after, jobs.c.id)
-            .limit(limit)
-        )
-        claim = (
-            jobs.update()
-            .where(picked_ids(pick, self.db.dialect), jobs.c.state == JobState.READY.value)
-            .values(
-                state=JobState.RUNNING.value,
-                run_seq=jobs.c.run_seq + 1,
-                claimed_by=worker,
-                started_at=now,
-                heartbeat_at=now,
-                updated_at=now,
-            )
-            .returning(*jobs.c)
-        )
-        async with self.db.write() as conn:
-            claimed = [row_to_job(row) for row in await conn.execute(claim)]
-            await insert_events(
-                conn,
-                [
-                    event_row(
-                        job.id,
-                        at=now,
-                        actor=worker,
-                        kind="claimed",
-                        from_state=JobState.READY,
-                        to_state=JobState.RUNNING,
-                        details={"run": job.run_seq},
-                    )
-                    for job in claimed
-                ],
-            )
+        params = {"claim_lane": lane, "claim_limit": limit, "now": clock.now(), "worker": worker}
+        if self.db.is_postgres:
+            async with self.db.write_one() as conn:
+                claimed = [row_to_job(row) for row in await conn.execute(self._claim, params)]
+        else:
+            async with self.db.write() as conn:
+                claimed = [row_to_job(row) for row in await conn.execute(self._claim, params)]
+                if claimed:
+                    ids = json.dumps([job.id for job in claimed])
+                    await conn.execute(self._claimed_events, {**params, "job_ids": ids})
         claimed.sort(key=lambda job: (job.priority.rank, job.run_after, job.id))
         return claimed
 
@@ -115,58 +86,37 @@ class ClaimsRepo:
         plain = [end for end in ends if end.is_plain_completion]
         other = [end for end in ends if not end.is_plain_completion]
         async with self.db.write() as conn:
-            done = await _complete_plain(conn, plain, now)
+            done = await self._complete_plain(conn, plain, now)
             for end in other:
                 if await _finish_one(conn, end, now):
                     done.add(end.job_id)
         return done
 
-
-async def _complete_plain(conn: AsyncConnection, ends: Sequence[RunEnd], now: datetime) -> set[int]:
-    """Completions with nothing but a result: one UPDATE for the batch, results and events in bulk."""
-    if not ends:
-        return set()
-    confirmed = await conn.execute(
-        jobs.update()
-        .where(
-            sa.tuple_(jobs.c.id, jobs.c.run_seq).in_([(end.job_id, end.run_seq) for end in ends]),
-            jobs.c.state == JobState.RUNNING.value,
-        )
-        .values(
-            state=JobState.COMPLETED.value, finished_at=now, updated_at=now, reason=None, failure_class=None
-        )
-        .returning(jobs.c.id)
-    )
-    done = {row.id for row in confirmed}
-    with_result = [
-        {"job_id": end.job_id, "result_value": end.result}
-        for end in ends
-        if end.job_id in done and end.result is not None
-    ]
-    if with_result:
-        await conn.execute(
-            jobs.update()
-            .where(jobs.c.id == sa.bindparam("job_id"))
-            .values(result=sa.bindparam("result_value")),
-            with_result,
-        )
-    await insert_events(
-        conn,
-        [
-            event_row(
-                end.job_id,
-                at=now,
-                actor=end.actor,
-                kind=end.event_kind,
-                from_state=JobState.RUNNING,
-                to_state=JobState.COMPLETED,
-                details=end.details,
-            )
-            for end in ends
-            if end.job_id in done
-        ],
-    )
-    return done
+    async def _complete_plain(self, conn: AsyncConnection, ends: Sequence[RunEnd], now: datetime) -> set[int]:
+        """Completions with nothing but a result: one UPDATE for the batch, its events written from the
+        rows it changed, and the finished counts."""
+        if not ends:
+            return set()
+        if self.db.is_postgres:
+            columns = {
+                "job_ids": [end.job_id for end in ends],
+                "run_seqs": [end.run_seq for end in ends],
+                "results": [_json_or_none(end.result) for end in ends],
+                "actors": [end.actor for end in ends],
+                "kinds": [end.event_kind for end in ends],
+                "event_details": [_json_or_none(end.details) for end in ends],
+            }
+            rows = (await conn.execute(self._complete, {"now": now, **columns})).all()
+        else:
+            as_json = {end.job_id: _end_as_json(end) for end in ends}
+            rows = (
+                await conn.execute(self._complete, {"now": now, "ends": _json_array(as_json.values())})
+            ).all()
+            if rows:
+                done_ends = _json_array(as_json[row.id] for row in rows)
+                await conn.execute(self._completed_events, {"now": now, "ends": done_ends})
+        await add_finished(conn, Counter(key_for(row.lane, JobState.COMPLETED, now) for row in rows))
+        return {row.id for row in rows}
 
 
 async def _finish_one(conn: AsyncConnection, end: RunEnd, now: datetime) -> bool:
@@ -215,3 +165,197 @@ async def _set_cooldown(conn: AsyncConnection, lane: str, until: datetime) -> No
         else {"until": sa.func.greatest(lane_cooldowns.c.until, statement.excluded.until)},
     )
     await conn.execute(statement)
+
+
+# ---- the hot-path statements ------------------------------------------------------------------------------
+
+_NOW = sa.bindparam("now", type_=UtcDateTime)
+_LANE = sa.bindparam("claim_lane", type_=sa.String)
+_WORKER = sa.bindparam("worker", type_=sa.String)
+_LIMIT = sa.bindparam("claim_limit", type_=sa.Integer)
+_EVENT_COLUMNS = ["job_id", "at", "actor", "kind", "from_state", "to_state", "details"]
+_READY, _RUNNING, _COMPLETED = JobState.READY.value, JobState.RUNNING.value, JobState.COMPLETED.value
+
+
+def _sql(value: str) -> sa.ColumnElement[Any]:
+    """A constant written into the SQL text, not bound: partial indexes (`state = 'ready'`) then match, on
+    SQLite and in PostgreSQL's generic plans of prepared statements alike."""
+    return sa.literal_column(f"'{value}'", sa.String)
+
+
+def _claimable() -> sa.Select[Any]:
+    """Ids of the lane's due ready jobs, most urgent first, unless a pause or a cooldown holds them."""
+    paused = sa.exists().where(
+        sa.or_(
+            pauses.c.scope == _sql("all"),
+            sa.and_(pauses.c.scope == _sql("lane"), pauses.c.name == _LANE),
+            sa.and_(pauses.c.scope == _sql("type"), pauses.c.name == jobs.c.type),
+        )
+    )
+    cooling = sa.exists().where(lane_cooldowns.c.lane == _LANE, lane_cooldowns.c.until > _NOW)
+    return (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.state == _sql(_READY), jobs.c.lane == _LANE, jobs.c.run_after <= _NOW, ~paused, ~cooling
+        )
+        .order_by(jobs.c.priority, jobs.c.run_after, jobs.c.id)
+        .limit(_LIMIT)
+    )
+
+
+def _claim_update(picked: sa.ColumnElement[bool]) -> sa.Update:
+    return (
+        jobs.update()
+        .where(picked, jobs.c.state == _sql(_READY))
+        .values(
+            state=_sql(_RUNNING),
+            run_seq=jobs.c.run_seq + 1,
+            claimed_by=_WORKER,
+            started_at=_NOW,
+            heartbeat_at=_NOW,
+            updated_at=_NOW,
+        )
+        .returning(*jobs.c)
+    )
+
+
+def _claim_with_events() -> sa.Select[Any]:
+    """PostgreSQL: pick (a MATERIALIZED CTE with SKIP LOCKED: an IN-subquery with LIMIT may be re-run by
+    the planner and hand out more rows than the limit), update and write the `claimed` events, in one
+    statement."""
+    picked = _claimable().with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+    claimed = _claim_update(jobs.c.id.in_(sa.select(picked.c.id))).cte("claimed")
+    trail = events.insert().from_select(
+        _EVENT_COLUMNS,
+        sa.select(
+            claimed.c.id,
+            _NOW,
+            _WORKER,
+            _sql("claimed"),
+            _sql(_READY),
+            _sql(_RUNNING),
+            sa.func.jsonb_build_object(_sql("run"), claimed.c.run_seq),
+        ),
+    )
+    return sa.select(*claimed.c).add_cte(trail.cte("trail"))
+
+
+def _claim_only() -> sa.Update:
+    """SQLite: the pick runs once, under the write lock."""
+    return _claim_update(jobs.c.id.in_(_claimable().scalar_subquery()))
+
+
+def _events_of_claimed() -> sa.Insert:
+    """SQLite: the `claimed` events of the jobs whose ids are in the JSON array `job_ids`."""
+    ids = sa.func.json_each(sa.bindparam("job_ids", type_=sa.String)).table_valued("value")
+    return events.insert().from_select(
+        _EVENT_COLUMNS,
+        sa.select(
+            jobs.c.id,
+            _NOW,
+            _WORKER,
+            _sql("claimed"),
+            _sql(_READY),
+            _sql(_RUNNING),
+            sa.func.json_object(_sql("run"), jobs.c.run_seq),
+        ).where(jobs.c.id.in_(sa.select(ids.c.value))),
+    )
+
+
+def _completed_values(result: sa.ColumnElement[Any]) -> dict[str, Any]:
+    """A completion with no result keeps the one the job has."""
+    return {
+        "state": _sql(_COMPLETED),
+        "finished_at": _NOW,
+        "updated_at": _NOW,
+        "reason": sa.null(),
+        "failure_class": sa.null(),
+        "sla_next_at": sa.null(),
+        "result": sa.case((result.is_(None), jobs.c.result), else_=result),
+    }
+
+
+def _complete_with_events() -> sa.Select[Any]:
+    """PostgreSQL: complete the runs given as parallel arrays (ids, run numbers, results and event fields
+    as JSON text), write their events, and return the jobs completed, in one statement."""
+    text_array = postgresql.ARRAY(sa.Text)
+    ends = (
+        sa.func.unnest(
+            sa.bindparam("job_ids", type_=postgresql.ARRAY(sa.BigInteger)),
+            sa.bindparam("run_seqs", type_=postgresql.ARRAY(sa.Integer)),
+            sa.bindparam("results", type_=text_array),
+            sa.bindparam("actors", type_=text_array),
+            sa.bindparam("kinds", type_=text_array),
+            sa.bindparam("event_details", type_=text_array),
+        )
+        .table_valued("id", "seq", "result", "actor", "kind", "details", name="ends")
+        .render_derived()
+    )
+    done = (
+        jobs.update()
+        .where(jobs.c.id == ends.c.id, jobs.c.run_seq == ends.c.seq, jobs.c.state == _sql(_RUNNING))
+        .values(**_completed_values(sa.cast(ends.c.result, postgresql.JSONB)))
+        .returning(jobs.c.id, jobs.c.lane, ends.c.actor, ends.c.kind, ends.c.details)
+        .cte("done")
+    )
+    trail = events.insert().from_select(
+        _EVENT_COLUMNS,
+        sa.select(
+            done.c.id,
+            _NOW,
+            done.c.actor,
+            done.c.kind,
+            _sql(_RUNNING),
+            _sql(_COMPLETED),
+            sa.cast(done.c.details, postgresql.JSONB),
+        ),
+    )
+    return sa.select(done.c.id, done.c.lane).add_cte(trail.cte("trail"))
+
+
+def _ends_table() -> sa.Subquery:
+    """SQLite: the JSON array `ends` of [id, run, result, actor, kind, details] as rows."""
+    each = sa.func.json_each(sa.bindparam("ends", type_=sa.String)).table_valued("value")
+    field = [sa.func.json_extract(each.c.value, f"$[{i}]") for i in range(6)]
+    names = ("id", "seq", "result", "actor", "kind", "details")
+    return sa.select(*(value.label(name) for value, name in zip(field, names, strict=True))).subquery("ends")
+
+
+def _complete_only() -> sa.Update:
+    """SQLite: complete the runs in the JSON array `ends` (results are JSON text inside it)."""
+    ends = _ends_table()
+    return (
+        jobs.update()
+        .where(jobs.c.id == ends.c.id, jobs.c.run_seq == ends.c.seq, jobs.c.state == _sql(_RUNNING))
+        .values(**_completed_values(ends.c.result))
+        .returning(jobs.c.id, jobs.c.lane)
+    )
+
+
+def _events_of_completed() -> sa.Insert:
+    ends = _ends_table()
+    return events.insert().from_select(
+        _EVENT_COLUMNS,
+        sa.select(
+            ends.c.id, _NOW, ends.c.actor, ends.c.kind, _sql(_RUNNING), _sql(_COMPLETED), ends.c.details
+        ),
+    )
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _end_as_json(end: RunEnd) -> list[Any]:
+    return [
+        end.job_id,
+        end.run_seq,
+        _json_or_none(end.result),
+        end.actor,
+        end.event_kind,
+        _json_or_none(end.details),
+    ]
+
+
+def _json_array(items: Iterable[list[Any]]) -> str:
+    return json.dumps(list(items))

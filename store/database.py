@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -18,7 +19,12 @@ Dialect = Literal["sqlite", "postgresql"]
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection idle for longer than this is pinged before use (a restarted server leaves
+#: dead connections behind); one returned more recently has just worked, and the ping's round trip would be
+#: a third of a claim's.
+PING_IF_IDLE_FOR_S = 1.0
 _READ_ONLY = "queuebot_read_only"
+_RETURNED_AT = "queuebot_returned_at"
 
 
 def normalize_url(url: str) -> str:
@@ -39,18 +45,21 @@ def normalize_url(url: str) -> str:
 class Database:
     """One engine and the right way to open read and write transactions on it."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect: Dialect = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
         kwargs: dict[str, Any] = {}
         if self.dialect == "postgresql":
-            kwargs.update(pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
+            # LIFO keeps the few connections a steady load needs warm, so they skip the idle ping.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size // 2, pool_use_lifo=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         # In-process SQLite writers queue here instead of spinning on the file lock.
         self._sqlite_write_lock = asyncio.Lock()
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
 
     @property
     def is_postgres(self) -> bool:
@@ -67,9 +76,26 @@ class Database:
                 yield conn
 
     @asynccontextmanager
+    async def write_one(self) -> AsyncIterator[AsyncConnection]:
+        """A write that is a single statement. PostgreSQL runs one statement atomically on its own, so it goes
+        without BEGIN and COMMIT (two round trips fewer); on SQLite it is an ordinary write transaction. Only
+        for callers that issue exactly one statement."""
+        if self.dialect == "sqlite":
+            async with self.write() as conn:
+                yield conn
+        else:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a deferred BEGIN on SQLite, so readers never take the write lock)."""
+        """For reading. On SQLite a read-only transaction (a deferred BEGIN, so readers never take the write
+        lock) that sees one snapshot throughout. On PostgreSQL no transaction at all: under READ COMMITTED
+        each statement takes its own snapshot anyway, so BEGIN and COMMIT would only cost two round trips."""
         async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return
             await conn.execution_options(**{_READ_ONLY: True})
             async with conn.begin():
                 yield conn
@@ -97,6 +123,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pool_pre_ping, but only for connections idle past PING_IF_IDLE_FOR_S: a dead one is
+    replaced (and every older pooled connection with it) before the caller sees it."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < PING_IF_IDLE_FOR_S:
+            return  # fresh from connect, or just used
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.InvalidatePoolError("pooled connection failed its ping") from exc
 
 
 def picked_ids(pick: sa.Select[Any], dialect: Dialect) -> sa.ColumnElement[bool]:

@@ -19,7 +19,7 @@ from store.models import Decision, DecisionOption, DecisionSpec, Job, Notificati
 from store.schema import decision_votes, decisions, jobs
 from store.states import AnswerSource, DecisionKind, DecisionState, JobState
 from store.trail import event_row, insert_events, insert_notifications
-from store.transitions import row_to_job, transition
+from store.transitions import row_as_dict, row_to_job, transition
 
 #: Free-text answers ("Other…") are kept to what a Slack modal can hold.
 MAX_FREE_TEXT = 3000
@@ -48,7 +48,7 @@ class Answered(BaseModel):
 
 
 def row_to_decision(row: sa.Row[Any]) -> Decision:
-    return Decision.model_validate(dict(row._mapping))
+    return Decision.model_validate(row_as_dict(row))
 
 
 async def open_decision(

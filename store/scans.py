@@ -3,24 +3,28 @@ conditional UPDATEs, so two processes running the same scan at once never act on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from math import floor
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
+from store.counts import add_finished, forget_empty, key_for
 from store.database import Database, picked_ids
 from store.errors import InvalidTransition
 from store.jobs import NOTIFY_CHANNEL
 from store.models import Job, Notification
-from store.schema import decisions, events, jobs, markers, outbox
-from store.states import OPEN_STATES, TERMINAL_STATES, JobState
+from store.schema import OPEN_CLAUSE, TERMINAL_CLAUSE, decisions, events, jobs, markers, outbox
+from store.states import TERMINAL_STATES, JobState
 from store.trail import event_row, insert_events, insert_notifications
 from store.transitions import row_to_job, transition
+
+T = TypeVar("T")
 
 
 class Ladder(BaseModel):
@@ -60,6 +64,10 @@ class ScansRepo:
     async def reap_orphans(self, *, heartbeat_timeout_s: float, limit: int = 500) -> list[Job]:
         """Running jobs whose worker stopped heartbeating go back to ready (an attempt spent), or to dead
         when they are out of attempts."""
+        batches = await _until_drained(lambda: self._reap_batch(heartbeat_timeout_s, limit), limit)
+        return [job for batch in batches for job in batch]
+
+    async def _reap_batch(self, heartbeat_timeout_s: float, limit: int) -> tuple[list[int], list[Job]]:
         now = clock.now()
         stale = now - timedelta(seconds=heartbeat_timeout_s)
         pick = self._pick(
@@ -69,7 +77,8 @@ class ScansRepo:
         )
         reaped: list[Job] = []
         async with self.db.write() as conn:
-            for job in [row_to_job(row) for row in await conn.execute(pick)]:
+            picked = [row_to_job(row) for row in await conn.execute(pick)]
+            for job in picked:
                 out_of_attempts = job.attempts + 1 >= job.max_attempts
                 target = JobState.DEAD if out_of_attempts else JobState.READY
                 try:
@@ -89,10 +98,13 @@ class ScansRepo:
                     continue
                 reaped.append(moved)
             await _notify_lanes(conn, {job.lane for job in reaped if job.state is JobState.READY})
-        return reaped
+        return [job.id for job in picked], reaped
 
     async def promote_due_retries(self, *, limit: int = 1000) -> int:
         """Jobs whose backoff has passed become ready."""
+        return sum(await _until_drained(lambda: self._promote_batch(limit), limit))
+
+    async def _promote_batch(self, limit: int) -> tuple[list[int], int]:
         now = clock.now()
         pick = (
             sa.select(jobs.c.id)
@@ -122,20 +134,24 @@ class ScansRepo:
                 ],
             )
             await _notify_lanes(conn, {row.lane for row in rows})
-        return len(rows)
+        return [row.id for row in rows], len(rows)
 
     async def expire_past_deadline(self, *, limit: int = 500) -> list[Job]:
         """Open jobs past their deadline become expired; their owners are told."""
+        batches = await _until_drained(lambda: self._expire_batch(limit), limit)
+        return [job for batch in batches for job in batch]
+
+    async def _expire_batch(self, limit: int) -> tuple[list[int], list[Job]]:
         now = clock.now()
-        open_values = [s.value for s in OPEN_STATES]
         pick = self._pick(
             sa.select(jobs.c.id)
-            .where(jobs.c.deadline_at.is_not(None), jobs.c.deadline_at <= now, jobs.c.state.in_(open_values))
+            .where(jobs.c.deadline_at.is_not(None), sa.text(OPEN_CLAUSE), jobs.c.deadline_at <= now)
             .limit(limit)
         )
         expired: list[Job] = []
         async with self.db.write() as conn:
-            for job_id in list((await conn.execute(pick)).scalars()):
+            picked = list((await conn.execute(pick)).scalars())
+            for job_id in picked:
                 try:
                     job, _ = await transition(
                         conn,
@@ -149,11 +165,14 @@ class ScansRepo:
                 except InvalidTransition:
                     continue
                 expired.append(job)
-        return expired
+        return picked, expired
 
     async def escalate_overdue(self, ladder_for: Callable[[Job], Ladder], *, limit: int = 500) -> int:
         """Climb the escalation ladder of overdue jobs: each level's people are told once (dedup key per
         job, level and person); acknowledging stops it."""
+        return sum(await _until_drained(lambda: self._escalate_batch(ladder_for, limit), limit))
+
+    async def _escalate_batch(self, ladder_for: Callable[[Job], Ladder], limit: int) -> tuple[list[int], int]:
         now = clock.now()
         pick = self._pick(
             sa.select(jobs.c.id)
@@ -162,45 +181,54 @@ class ScansRepo:
         )
         notified = 0
         async with self.db.write() as conn:
-            ids = (await conn.execute(pick)).scalars().all()
+            ids = list((await conn.execute(pick)).scalars())
             rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).all() if ids else []
             for job in map(row_to_job, rows):
                 notified += await _climb(conn, job, ladder_for(job), now)
-        return notified
+        return ids, notified
 
     async def prune_finished(self, *, older_than_s: float, limit: int = 5000) -> int:
-        """Delete finished jobs (and their trail, decisions, markers and sent notes) past retention."""
+        """Delete finished jobs (and their trail, decisions, markers and sent notes) past retention; they
+        leave the finished counts too."""
         before = clock.now() - timedelta(seconds=older_than_s)
-        terminal = [s.value for s in TERMINAL_STATES]
         async with self.db.write() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        sa.select(jobs.c.id)
-                        .where(jobs.c.state.in_(terminal), jobs.c.finished_at < before)
-                        .limit(limit)
-                    )
+            rows = (
+                await conn.execute(
+                    sa.select(jobs.c.id, jobs.c.lane, jobs.c.state, jobs.c.finished_at)
+                    .where(sa.text(TERMINAL_CLAUSE), jobs.c.finished_at < before)
+                    .limit(limit)
                 )
-                .scalars()
-                .all()
-            )
-            if not ids:
+            ).all()
+            if not rows:
                 return 0
+            ids = [row.id for row in rows]
             for table in (events, markers, outbox):
                 await conn.execute(table.delete().where(table.c.job_id.in_(ids)))
             await conn.execute(decisions.delete().where(decisions.c.job_id.in_(ids)))
             await conn.execute(jobs.delete().where(jobs.c.id.in_(ids)))
-        return len(ids)
+            gone = Counter(key_for(row.lane, JobState(row.state), row.finished_at) for row in rows)
+            await add_finished(conn, {key: -n for key, n in gone.items()})
+            await forget_empty(conn)
+        return len(rows)
 
     async def last_activity(self) -> datetime | None:
         """None while any job is ready, running or retrying; else when the queue last saw work finish or
         start waiting."""
-        busy = [JobState.READY.value, JobState.RUNNING.value, JobState.RETRY_SCHEDULED.value]
+        busy = (JobState.READY, JobState.RUNNING, JobState.RETRY_SCHEDULED)
+        # One look-up per state and per side of history, so each uses its partial index.
         async with self.db.read() as conn:
-            active = await conn.scalar(sa.select(jobs.c.id).where(jobs.c.state.in_(busy)).limit(1))
-            if active is not None:
+            active = await conn.scalar(
+                sa.select(sa.or_(*(sa.exists().where(jobs.c.state == state.value) for state in busy)))
+            )
+            if active:
                 return None
-            last = await conn.scalar(sa.select(sa.func.max(jobs.c.updated_at)))
+            last_open = await conn.scalar(
+                sa.select(sa.func.max(jobs.c.updated_at)).where(sa.text(OPEN_CLAUSE))
+            )
+            last_finished = await conn.scalar(
+                sa.select(sa.func.max(jobs.c.finished_at)).where(sa.text(TERMINAL_CLAUSE))
+            )
+        last = max((at for at in (last_open, last_finished) if at is not None), default=None)
         return last if last is not None else datetime.fromtimestamp(0, tz=UTC)
 
     async def next_busy_at(self) -> datetime | None:
@@ -208,17 +236,33 @@ class ScansRepo:
         scheduled retry otherwise, None when nothing is coming. Both look-ups use partial indexes."""
         now = clock.now()
         due_now = sa.or_(
-            sa.and_(jobs.c.state == JobState.READY.value, jobs.c.run_after <= now),
-            jobs.c.state == JobState.RUNNING.value,
+            sa.exists().where(jobs.c.state == JobState.READY.value, jobs.c.run_after <= now),
+            sa.exists().where(jobs.c.state == JobState.RUNNING.value),
         )
-        later = [JobState.READY.value, JobState.RETRY_SCHEDULED.value]  # ready ones here wait out a cooldown
+        # Ready ones not yet due wait out a cooldown; one look-up per state, so each uses its partial index.
+        later = [
+            sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state == state.value).scalar_subquery()
+            for state in (JobState.READY, JobState.RETRY_SCHEDULED)
+        ]
         async with self.db.read() as conn:
-            if await conn.scalar(sa.select(jobs.c.id).where(due_now).limit(1)) is not None:
+            if await conn.scalar(sa.select(due_now)):
                 return now
-            soonest = await conn.scalar(
-                sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state.in_(later))
-            )
-        return soonest if isinstance(soonest, datetime) else None
+            soonest = [at for at in (await conn.execute(sa.select(*later))).one() if isinstance(at, datetime)]
+        return min(soonest, default=None)
+
+
+async def _until_drained(batch: Callable[[], Awaitable[tuple[Sequence[int], T]]], limit: int) -> list[T]:
+    """Run a scan's `batch` (one transaction: the ids it picked, and what it did) again while it comes back
+    full and makes progress, so a burst of due items is all handled on this tick rather than `limit` a
+    tick."""
+    results: list[T] = []
+    seen: set[int] = set()
+    while True:
+        picked, result = await batch()
+        results.append(result)
+        if len(picked) < limit or seen.issuperset(picked):
+            return results
+        seen.update(picked)
 
 
 async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime) -> int:

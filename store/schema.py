@@ -215,6 +215,17 @@ lane_cooldowns = sa.Table(
     sa.Column("until", UtcDateTime, nullable=False),
 )
 
+# Finished jobs counted by the UTC day they finished, lane and terminal state, so the board reads history from
+# a few rows (store/counts.py keeps them in step with every move into or out of a terminal state).
+finished_counts = sa.Table(
+    "finished_counts",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("lane", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(32), primary_key=True),
+    sa.Column("jobs", sa.BigInteger, nullable=False),
+)
+
 daily_spend = sa.Table(
     "daily_spend",
     metadata,
