@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bot import instruments
 from bot.authority import Authority
 from bot.jobtypes import JobType, Registry, registry
+from bot.ladders import reached_by
 from bot.settings import Config
 from bot.wakeup import HandOff, Wakeup
 from store import Store, clock
@@ -213,6 +214,16 @@ class Engine:
     ) -> Answered:
         """A person answers a decision; refused (and audited) if the answerer policy does not allow them."""
         refuse_nul("an answer", value, comment)
+        decision = await self.answerable(decision_ref, actor=actor)
+        answered = await self.store.decisions.answer(decision.id, value, actor=actor, comment=comment)
+        if answered.decision.state is DecisionState.ANSWERED:
+            instruments.decision_closed(answered.decision)
+        if answered.job.state is JobState.READY:
+            self.wakeup.notify(answered.job.lane)
+        return answered
+
+    async def answerable(self, decision_ref: str | int, *, actor: str) -> Decision:
+        """The decision, if `actor` may answer it; NotPermitted (audited) if its policy leaves them out."""
         decision_id = decision_ref if isinstance(decision_ref, int) else parse_decision_ref(decision_ref)
         decision = await self.store.decisions.get(decision_id)
         job = await self.store.jobs.get(decision.job_id)
@@ -221,12 +232,7 @@ class Engine:
             raise NotPermitted(
                 f"{actor} may not answer {decision.ref}; it is for {self.authority.answerers_text(decision)}"
             )
-        answered = await self.store.decisions.answer(decision_id, value, actor=actor, comment=comment)
-        if answered.decision.state is DecisionState.ANSWERED:
-            instruments.decision_closed(answered.decision)
-        if answered.job.state is JobState.READY:
-            self.wakeup.notify(answered.job.lane)
-        return answered
+        return decision
 
     async def _deny(self, job_id: int, actor: str, what: str) -> None:
         await self.store.jobs.add_event(job_id, actor=actor, kind="denied", reason=f"not permitted to {what}")
@@ -300,17 +306,27 @@ class Engine:
 
     async def resume(self, target: str, *, actor: str) -> int:
         scope, name = self.pause_scope(target)
-        if self.config.admins and not self.authority.is_admin(actor):
+        if scope == "job":  # as with pause: a job's owner may resume their own job
+            allowed = self.authority.may_operate(actor, await self.store.jobs.get(int(name)))
+        else:
+            allowed = self.authority.is_admin(actor) or not self.config.admins
+        if not allowed:
             await self._deny_scope(scope, name, actor, "resume")
-            raise NotPermitted(f"{actor} may not resume {target}; only admins may")
+            raise NotPermitted(f"{actor} may not resume {target}; only admins (or a job's owner) may")
         resumed = await self.store.controls.resume(scope, name, actor=actor)
         self.wakeup.notify_all()
         return resumed
 
     async def acknowledge(self, job_ref: str | int, *, actor: str) -> Job:
-        """Stop a job's escalation ladder."""
-        job_id = job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref)
-        return await self.store.jobs.acknowledge(job_id, actor=actor)
+        """Stop a job's escalation ladder: for its owner, admins and the people its ladder reaches."""
+        job = await self.store.jobs.get(job_ref if isinstance(job_ref, int) else parse_job_ref(job_ref))
+        if not (self.authority.may_operate(actor, job) or reached_by(self.config, job, actor)):
+            await self._deny(job.id, actor, "acknowledge")
+            raise NotPermitted(
+                f"{actor} may not acknowledge {job.ref}; "
+                "its owner, admins and the people its ladder reaches may"
+            )
+        return await self.store.jobs.acknowledge(job.id, actor=actor)
 
     # ---- looking -------------------------------------------------------------------------------------
 

@@ -58,7 +58,9 @@ def _register_answers(app: AsyncApp, engine: Engine, after_change: AfterChange) 
             )
             decision = await engine.store.decisions.get(decision_id)
             if decision.kind is DecisionKind.REVIEW and value in blocks.COMMENT_PROMPTS:
-                # Reject asks for a reason and Request changes for feedback before anything is recorded.
+                # Reject asks for a reason and Request changes for feedback before anything is recorded;
+                # someone who may not answer is told so now rather than after writing it.
+                await engine.answerable(decision_id, actor=user)
                 await client.views_open(
                     trigger_id=body["trigger_id"], view=blocks.comment_modal(decision, value)
                 )
@@ -68,13 +70,25 @@ def _register_answers(app: AsyncApp, engine: Engine, after_change: AfterChange) 
             await _tell(respond, NOT_OURS)
             return
         except QueuebotError as refused:
-            await _tell(respond, str(refused))
+            if await _already_theirs(engine, decision_id, value, user):
+                log.info("event=click_repeated decision=D-%s user=%s", decision_id, user)
+            else:
+                await _tell(respond, str(refused))
             return
         if after_change is not None:
             after_change()
         if answered.decision.state.value == "open":
             await _tell(respond, f"Vote recorded: {answered.counted_votes} of {answered.decision.quorum}.")
         log.info("event=decision_clicked decision=%s user=%s", answered.decision.ref, user)
+
+
+async def _already_theirs(engine: Engine, decision_id: int, value: str, user: str) -> bool:
+    """A repeat of the click that answered (a double click, a redelivery): nothing to tell them."""
+    try:
+        decision = await engine.store.decisions.get(decision_id)
+    except QueuebotError:  # no such decision: the refusal says so
+        return False
+    return decision.answered_by == user and decision.answer == value
 
 
 def _register_comments(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:

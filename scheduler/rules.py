@@ -10,9 +10,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot import instruments
 from bot.engine import Engine
+from bot.ladders import ladder_for
 from store import clock
-from store.models import Job
-from store.scans import Ladder
 from store.states import JobState
 
 log = logging.getLogger("queuebot.scheduler")
@@ -41,35 +40,9 @@ async def time_out_decisions(engine: Engine) -> int:
     return len(outcomes)
 
 
-def ladder_for(engine: Engine, job: Job) -> Ladder:
-    """The job's ladder from queuebot.toml, with each level's people resolved for this job."""
-    config = engine.config
-    ladder = config.ladder_for(job.type)
-
-    def resolve(name: str) -> list[str]:
-        if name == "owner":
-            return [job.owner] if job.owner else list(config.admins)
-        if name == "backup":
-            return [config.backup] if config.backup else list(config.admins)
-        if name == "channel":
-            channel = job.channel or config.default_channel
-            return [channel] if channel else []
-        if name == "admins":
-            return list(config.admins)
-        if name.startswith("group:"):
-            return list(config.groups.get(name.removeprefix("group:"), []))
-        return [name]
-
-    levels = []
-    for level in ladder.levels:
-        people = list(dict.fromkeys(person for name in level.notify for person in resolve(name)))
-        levels.append((level.after, people))
-    return Ladder(levels=levels, repeat_every_s=ladder.repeat_every)
-
-
 async def climb_escalation_ladders(engine: Engine) -> int:
     """Overdue jobs notify the next level of their ladder (written to the outbox for Slack to DM)."""
-    return await engine.store.scans.escalate_overdue(lambda job: ladder_for(engine, job))
+    return await engine.store.scans.escalate_overdue(lambda job: ladder_for(engine.config, job))
 
 
 async def expire_past_deadlines(engine: Engine) -> int:

@@ -88,6 +88,33 @@ async def test_an_overdue_job_climbs_its_ladder_once_per_level(engine: Engine, f
     assert [e.details["level"] for e in trail if e.details] == [1, 2, 3, 4]
 
 
+async def test_only_the_owner_admins_and_people_on_the_ladder_may_acknowledge(engine: Engine) -> None:
+    from store.errors import NotPermitted
+
+    job_id = (await engine.enqueue("test.slow", {}, owner="UOWNER")).job.id
+    with pytest.raises(NotPermitted, match="UGUEST may not acknowledge Q-1"):
+        await engine.acknowledge(job_id, actor="UGUEST")
+    job = await engine.store.jobs.get(job_id)
+    assert job.acknowledged_by is None and job.sla_next_at is not None
+    assert [(e.actor, e.reason) for e in await engine.store.jobs.events(job_id) if e.kind == "denied"] == [
+        ("UGUEST", "not permitted to acknowledge")
+    ]
+    assert (await engine.acknowledge(job_id, actor="UBACKUP")).acknowledged_by == "UBACKUP"  # level 2
+
+
+async def test_a_jobs_owner_may_resume_the_job_they_paused(engine: Engine) -> None:
+    from store.errors import NotPermitted
+
+    job_id = (await engine.enqueue("test.slow", {}, owner="UOWNER")).job.id
+    await engine.pause(f"Q-{job_id}", actor="UOWNER")
+    with pytest.raises(NotPermitted):
+        await engine.resume(f"Q-{job_id}", actor="UGUEST")
+    with pytest.raises(NotPermitted):
+        await engine.resume("all", actor="UOWNER")  # the whole queue stays an admin's call
+    assert await engine.resume(f"Q-{job_id}", actor="UOWNER") == 1
+    assert (await engine.store.jobs.get(job_id)).state is JobState.READY
+
+
 async def test_acknowledging_stops_the_ladder(engine: Engine, frozen_clock: Any) -> None:
     job_id = (await engine.enqueue("test.slow", {}, owner="UOWNER")).job.id
     frozen_clock.tick(600)

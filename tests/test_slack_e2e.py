@@ -323,8 +323,13 @@ async def test_twenty_concurrent_clicks_make_one_answer_and_one_update(
     ]
     statuses = await asyncio.gather(*(workspace.slack.send(click) for click in clicks))
     assert {delivery.status for delivery in statuses} == {200}
+    await wait_for_state(engine, job_id, JobState.READY)
+    [decision] = await engine.store.decisions.for_job(job_id)
+    # Everyone else is told who won; the winner's own repeats of the winning click are not answered.
+    others = [c for c in clicks if c.payload["user"]["id"] != decision.answered_by]
+    assert len(others) == 15
     await workspace.fake.wait_for(
-        lambda: sum(len(workspace.fake.response_posts(c.response_url or "")) for c in clicks) == 19,
+        lambda: sum(len(workspace.fake.response_posts(c.response_url or "")) for c in others) == 15,
         timeout=10,
     )
     events = await engine.store.jobs.events(job_id)
@@ -415,3 +420,26 @@ async def test_serving_on_a_port_already_taken_says_so(engine: Engine) -> None:
         settings = Settings(slack_bot_token="xoxb-1", slack_signing_secret="s", port=port)
         with pytest.raises(ConfigError, match=f"cannot serve on port {port}: .*set PORT to a free port"):
             await app.serve(engine, settings)
+
+
+@pytest.mark.parametrize("config", [fast_config(admins=["UADMIN0001"])])
+async def test_reject_by_someone_who_may_not_answer_is_refused_before_the_form(
+    engine: Engine, workspace: Workspace
+) -> None:
+    from bot.outcomes import Review
+
+    class Draft(BaseModel):
+        text: str
+
+    @job_type("test.owner_review", input=Draft, lane="fast", into=engine.types)
+    async def owner_review(ctx: JobContext, data: Draft) -> Review:  # the default policy: owner and admins
+        return Review(proposal=data.text, summary="a draft", why="it goes out", question="Send it?")
+
+    job_id, ts = await posted_decision(engine, workspace, "test.owner_review", {"text": "draft"})
+    click = workspace.slack.block_actions("UGUEST0001", "answer:reject", channel=CHANNEL, message_ts=ts)
+    assert (await workspace.slack.send(click)).status == 200
+    await workspace.fake.wait_for(lambda: bool(workspace.fake.response_posts(click.response_url or "")))
+    [reply] = workspace.fake.response_posts(click.response_url or "")
+    assert reply["text"].startswith("UGUEST0001 may not answer D-1")
+    assert workspace.fake.calls_to("views.open") == []
+    assert [e.actor for e in await engine.store.jobs.events(job_id) if e.kind == "denied"] == ["UGUEST0001"]
