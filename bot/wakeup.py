@@ -128,32 +128,70 @@ async def wait_any(*events: asyncio.Event, timeout_s: float) -> None:
             waiter.cancel()
 
 
-class PostgresListener:
-    """Holds one connection that LISTENs for new work from other replicas."""
+#: How often the listener checks that its connection is still there, and retries when it is not.
+RELISTEN_CHECK_S = 1.0
 
-    def __init__(self, store: Store, wakeup: Wakeup) -> None:
+
+class PostgresListener:
+    """Holds one connection that LISTENs for new work from other replicas, and opens a new one when the
+    database drops it (a restart, a terminated backend): without it other replicas' work would wait for
+    the next poll."""
+
+    def __init__(self, store: Store, wakeup: Wakeup, *, check_every_s: float = RELISTEN_CHECK_S) -> None:
         self.store = store
         self.wakeup = wakeup
+        self.check_every_s = check_every_s
+        self.connections_opened = 0
         self._conn: Any = None
+        self._driver: Any = None
+        self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not self.store.db.is_postgres:
             return
+        await self._listen()
+        self._keeper = asyncio.create_task(self._keep_listening(), name="listen")
+
+    async def _listen(self) -> None:
         try:
             self._conn = await self.store.db.engine.connect()
             raw = await self._conn.get_raw_connection()
-            await raw.driver_connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            self._driver = raw.driver_connection
+            await self._driver.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            self.connections_opened += 1
         except Exception as exc:  # polling still finds the work; LISTEN only makes it faster
             log.warning("event=listen_failed error=%s", exc)
-            await self.stop()
+            await self._close()
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_every_s)
+            if self._driver is not None and not self._driver.is_closed():
+                continue
+            await self._close()
+            await self._listen()
+            if self._driver is not None:
+                log.info("event=listen_restored")
+                self.wakeup.notify_all()  # work announced while nobody listened is claimed now
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, lane: str) -> None:
         self.wakeup.notify(lane)
 
     async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        await self._close()
+
+    async def _close(self) -> None:
+        self._driver = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
+                # Discarded rather than pooled: it carries our listener, or the database already dropped it.
+                await conn.invalidate()
                 await conn.close()
             except Exception as exc:  # the connection may already be gone with the database
                 log.debug("event=listen_close_failed error=%s", exc)

@@ -42,6 +42,14 @@ class Ladder(BaseModel):
             due += floor((overdue_s - self.levels[-1][0]) / self.repeat_every_s)
         return due
 
+    def levels_between(self, told: int, due: int) -> list[int]:
+        """The levels to notify when a job told up to `told` is due at `due`: each ladder step passed over,
+        and of the repeats past the top only the latest."""
+        steps = list(range(told + 1, min(due, len(self.levels)) + 1))
+        if due > len(self.levels) and due not in steps:
+            steps.append(due)
+        return steps
+
     def targets(self, level: int) -> list[str]:
         return self.levels[min(level, len(self.levels)) - 1][1]
 
@@ -288,7 +296,14 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
     )
     if claimed.first() is None:
         return 0
-    targets = ladder.targets(due)
+    # Levels passed over at once (the scheduler was down, or the ladder's first steps are short) are still
+    # told: a backup must not learn of an item only because the level above theirs came due too.
+    reached = [
+        (level, target)
+        for level in ladder.levels_between(job.sla_level, due)
+        for target in ladder.targets(level)
+    ]
+    targets = list(dict.fromkeys(target for _, target in reached))
     await insert_events(
         conn,
         [
@@ -304,17 +319,17 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
     notes = [
         Notification(
             kind="sla.level",
-            dedup_key=f"sla:{job.id}:{due}:{target}",
+            dedup_key=f"sla:{job.id}:{level}:{target}",
             target=target,
             payload={
                 "job_id": job.id,
-                "level": due,
+                "level": level,
                 "state": job.state.value,
                 "overdue_s": round(overdue_s, 1),
             },
             job_id=job.id,
         )
-        for target in targets
+        for level, target in reached
     ]
     await insert_notifications(conn, notes, now)
     return len(notes)

@@ -43,3 +43,46 @@ async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, en
         await running
         await listener.stop()
         await replica_store.close()
+
+
+async def test_the_listener_listens_again_after_the_database_drops_its_connection(
+    store: Store, engine: Engine
+) -> None:
+    if not store.db.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite runs in one process")
+    import sqlalchemy as sa
+
+    from tests.helpers import wait_for
+
+    replica_store = Store.connect(store.db.url)
+    config = fast_config(worker=WorkerConfig(poll_interval_s=SLOW_POLL_S, heartbeat_interval_s=1))
+    replica = Engine(replica_store, config, types=engine.types, wakeup=Wakeup())
+    listener = PostgresListener(replica_store, replica.wakeup, check_every_s=0.05)
+    await listener.start()
+    stop = asyncio.Event()
+    worker = Worker(replica)
+    running = asyncio.create_task(worker.run(stop=stop))
+    try:
+        first = (await engine.enqueue("demo.echo", {"text": "first"})).job.id
+        await wait_for_state(engine, first, JobState.COMPLETED, timeout_s=10)
+        async with store.db.write() as conn:  # the database drops the listening connection
+            killed = await conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        assert killed == 1
+
+        async def listening_again() -> bool:
+            return listener.connections_opened == 2
+
+        await wait_for(listening_again, timeout_s=10)
+        job_id = (await engine.enqueue("demo.echo", {"text": "still heard"})).job.id
+        job = await wait_for_state(engine, job_id, JobState.COMPLETED, timeout_s=10)
+        assert job.claimed_by == worker.worker_id
+    finally:
+        stop.set()
+        await running
+        await listener.stop()
+        await replica_store.close()

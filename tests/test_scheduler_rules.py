@@ -88,6 +88,21 @@ async def test_an_overdue_job_climbs_its_ladder_once_per_level(engine: Engine, f
     assert [e.details["level"] for e in trail if e.details] == [1, 2, 3, 4]
 
 
+async def test_levels_passed_over_at_once_are_all_told(engine: Engine, frozen_clock: Any) -> None:
+    job_id = (await engine.enqueue("test.slow", {}, owner="UOWNER")).job.id
+    await drain(engine, rules=False)
+    frozen_clock.tick(600 + 1300)  # the scheduler was away: levels 1, 2 and 3 are all due at once
+    assert await rules.climb_escalation_ladders(engine) == 4
+    assert await sla_notes(engine) == [(1, "UOWNER"), (2, "UBACKUP"), (2, "UADMIN"), (3, "CQUEUE")]
+    frozen_clock.tick(3 * 3600)  # three repeats of the top level due: the channel hears once more
+    assert await rules.climb_escalation_ladders(engine) == 1
+    assert (await sla_notes(engine))[-1] == (6, "CQUEUE")
+    [first, repeat] = [e for e in await engine.store.jobs.events(job_id) if e.kind == "sla_escalated"]
+    assert first.details is not None and first.details["level"] == 3
+    assert first.details["notify"] == ["UOWNER", "UBACKUP", "UADMIN", "CQUEUE"]
+    assert repeat.details is not None and repeat.details["notify"] == ["CQUEUE"]
+
+
 async def test_only_the_owner_admins_and_people_on_the_ladder_may_acknowledge(engine: Engine) -> None:
     from store.errors import NotPermitted
 
