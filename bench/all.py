@@ -69,9 +69,12 @@ def run_script(script: str, arguments: list[str], admin_dsn: str) -> dict[str, A
     return report
 
 
-def render(reports: dict[str, dict[str, Any]]) -> str:
+def render(reports: dict[str, dict[str, Any]], *, quick: bool) -> str:
     header = f"{'figure':<52}{'target':>17}{'measured':>15}  verdict"
-    lines = ["Issue 6 figures", header, "-" * len(header)]
+    title = "Issue 6 figures" + (
+        " (--quick: small sizes, checks the scripts; not figures to quote)" if quick else ""
+    )
+    lines = [title, header, "-" * len(header)]
     for report in reports.values():
         for key, target in report.get("targets", {}).items():
             label, unit = LABELS.get(key, (key, ""))
@@ -105,7 +108,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(combined, indent=2))
-    print(json.dumps(combined, indent=2) if args.json else render(reports))
+    print(json.dumps(combined, indent=2) if args.json else render(reports, quick=args.quick))
 
 
 if __name__ == "__main__":

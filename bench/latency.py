@@ -50,7 +50,7 @@ from store import Store
 
 LANE = "bench"
 PROBE_TYPE = "bench.probe"
-WARMUP_JOBS = 10
+WARMUP_JOBS = 50
 #: The production default: only a wake-up (direct or NOTIFY) gets a job started sooner than this.
 POLL_INTERVAL_S = 1.0
 WAIT_TIMEOUT_S = 60.0

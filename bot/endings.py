@@ -24,6 +24,8 @@ MAX_REASON_CHARS = 2000
 
 
 def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     json.dumps(value)  # raises TypeError for what the database could not store

@@ -4,6 +4,7 @@ at scrape time instead (bot/metrics.py), so they agree across replicas."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -56,14 +57,25 @@ def _seconds_since(moment: datetime | None, until: datetime | None = None) -> fl
     return max(0.0, ((until or clock.now()) - moment).total_seconds())
 
 
+# A labelled child, looked up once: `labels()` costs as much as the rest of a job's bookkeeping here.
+@functools.cache
+def _claim_latency_of(lane: str) -> Histogram:
+    return claim_latency.labels(lane=lane)
+
+
+@functools.cache
+def _run_time_of(job_type: str, outcome: str) -> Histogram:
+    return run_time.labels(type=job_type, outcome=outcome)
+
+
 def job_claimed(job: Job) -> None:
     """A worker claimed `job`: how long it waited while ready."""
-    claim_latency.labels(lane=job.lane).observe(_seconds_since(job.run_after, job.started_at))
+    _claim_latency_of(job.lane).observe(_seconds_since(job.run_after, job.started_at))
 
 
 def run_ended(job: Job, end: RunEnd, elapsed_s: float) -> None:
     """A run of `job` ended as `end` after `elapsed_s`."""
-    run_time.labels(type=job.type, outcome=end.to_state.value).observe(elapsed_s)
+    _run_time_of(job.type, end.to_state.value).observe(elapsed_s)
     if end.failure_class is not None:
         failures.labels(failure_class=end.failure_class.value, type=job.type).inc()
 

@@ -13,15 +13,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store import clock
-from store.counts import add_finished, key_for
+from store.counts import add_finished, counting, day_of, key_for
 from store.database import Database
+from store.database import constant as _sql
 from store.decisions import open_decision
 from store.errors import InvalidTransition
 from store.jobs import insert_jobs
 from store.models import Job, RunEnd
 from store.schema import UtcDateTime, events, jobs, lane_cooldowns, pauses
 from store.states import JobState
-from store.transitions import row_to_job, transition
+from store.transitions import rows_to_jobs, transition
 
 
 class ClaimsRepo:
@@ -48,10 +49,10 @@ class ClaimsRepo:
         params = {"claim_lane": lane, "claim_limit": limit, "now": clock.now(), "worker": worker}
         if self.db.is_postgres:
             async with self.db.write_one() as conn:
-                claimed = [row_to_job(row) for row in await conn.execute(self._claim, params)]
+                claimed = rows_to_jobs(await conn.execute(self._claim, params))
         else:
             async with self.db.write() as conn:
-                claimed = [row_to_job(row) for row in await conn.execute(self._claim, params)]
+                claimed = rows_to_jobs(await conn.execute(self._claim, params))
                 if claimed:
                     ids = json.dumps([job.id for job in claimed])
                     await conn.execute(self._claimed_events, {**params, "job_ids": ids})
@@ -85,7 +86,8 @@ class ClaimsRepo:
         now = clock.now()
         plain = [end for end in ends if end.is_plain_completion]
         other = [end for end in ends if not end.is_plain_completion]
-        async with self.db.write() as conn:
+        # On PostgreSQL plain completions are one statement, counts and events included.
+        async with self.db.write() if other or not self.db.is_postgres else self.db.write_one() as conn:
             done = await self._complete_plain(conn, plain, now)
             for end in other:
                 if await _finish_one(conn, end, now):
@@ -106,15 +108,13 @@ class ClaimsRepo:
                 "kinds": [end.event_kind for end in ends],
                 "event_details": [_json_or_none(end.details) for end in ends],
             }
-            rows = (await conn.execute(self._complete, {"now": now, **columns})).all()
-        else:
-            as_json = {end.job_id: _end_as_json(end) for end in ends}
-            rows = (
-                await conn.execute(self._complete, {"now": now, "ends": _json_array(as_json.values())})
-            ).all()
-            if rows:
-                done_ends = _json_array(as_json[row.id] for row in rows)
-                await conn.execute(self._completed_events, {"now": now, "ends": done_ends})
+            params = {"now": now, "count_day": day_of(now), **columns}
+            return {row.id for row in await conn.execute(self._complete, params)}
+        as_json = {end.job_id: _end_as_json(end) for end in ends}
+        rows = (await conn.execute(self._complete, {"now": now, "ends": _json_array(as_json.values())})).all()
+        if rows:
+            done_ends = _json_array(as_json[row.id] for row in rows)
+            await conn.execute(self._completed_events, {"now": now, "ends": done_ends})
         await add_finished(conn, Counter(key_for(row.lane, JobState.COMPLETED, now) for row in rows))
         return {row.id for row in rows}
 
@@ -175,12 +175,6 @@ _WORKER = sa.bindparam("worker", type_=sa.String)
 _LIMIT = sa.bindparam("claim_limit", type_=sa.Integer)
 _EVENT_COLUMNS = ["job_id", "at", "actor", "kind", "from_state", "to_state", "details"]
 _READY, _RUNNING, _COMPLETED = JobState.READY.value, JobState.RUNNING.value, JobState.COMPLETED.value
-
-
-def _sql(value: str) -> sa.ColumnElement[Any]:
-    """A constant written into the SQL text, not bound: partial indexes (`state = 'ready'`) then match, on
-    SQLite and in PostgreSQL's generic plans of prepared statements alike."""
-    return sa.literal_column(f"'{value}'", sa.String)
 
 
 def _claimable() -> sa.Select[Any]:
@@ -310,7 +304,8 @@ def _complete_with_events() -> sa.Select[Any]:
             sa.cast(done.c.details, postgresql.JSONB),
         ),
     )
-    return sa.select(done.c.id, done.c.lane).add_cte(trail.cte("trail"))
+    counted = counting(done, day=sa.bindparam("count_day", type_=sa.String), state=JobState.COMPLETED)
+    return sa.select(done.c.id, done.c.lane).add_cte(trail.cte("trail"), counted.cte("counted"))
 
 
 def _ends_table() -> sa.Subquery:

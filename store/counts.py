@@ -31,6 +31,21 @@ def key_for(lane: str, state: JobState, finished_at: datetime) -> CountKey:
     return day_of(finished_at), lane, state.value
 
 
+def _adding(statement: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | sqlite.Insert:
+    """The insert, adding to a count that exists instead."""
+    return statement.on_conflict_do_update(
+        index_elements=[finished_counts.c.day, finished_counts.c.lane, finished_counts.c.state],
+        set_={"jobs": finished_counts.c.jobs + statement.excluded.jobs},
+    )
+
+
+#: Built once per dialect, as they are run for every batch of completions.
+_ADD = {
+    "postgresql": _adding(postgresql.insert(finished_counts)),
+    "sqlite": _adding(sqlite.insert(finished_counts)),
+}
+
+
 async def add_finished(conn: AsyncConnection, changes: Mapping[CountKey, int]) -> None:
     """Add to the counts (negative numbers take away), in the caller's transaction."""
     rows = [
@@ -38,15 +53,22 @@ async def add_finished(conn: AsyncConnection, changes: Mapping[CountKey, int]) -
         for (day, lane, state), n in changes.items()
         if n
     ]
-    if not rows:
-        return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(finished_counts)
-    statement = statement.on_conflict_do_update(
+    if rows:
+        await conn.execute(_ADD[conn.dialect.name], rows)
+
+
+def counting(finished: sa.CTE, *, day: sa.BindParameter[str], state: JobState) -> postgresql.Insert:
+    """PostgreSQL, inside a statement: count the rows of its CTE `finished` (which has a `lane` column), all
+    just moved to `state` on `day`."""
+    lane = finished.c.lane
+    statement = postgresql.insert(finished_counts).from_select(
+        ["day", "lane", "state", "jobs"],
+        sa.select(day, lane, sa.literal(state.value), sa.func.count()).group_by(lane),
+    )
+    return statement.on_conflict_do_update(
         index_elements=[finished_counts.c.day, finished_counts.c.lane, finished_counts.c.state],
         set_={"jobs": finished_counts.c.jobs + statement.excluded.jobs},
     )
-    await conn.execute(statement, rows)
 
 
 async def finished_by_lane(conn: AsyncConnection) -> dict[tuple[str, str], int]:

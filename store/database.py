@@ -145,6 +145,13 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             raise sa.exc.InvalidatePoolError("pooled connection failed its ping") from exc
 
 
+def constant(value: str) -> sa.ColumnElement[Any]:
+    """A constant written into the SQL text rather than bound, for predicates a partial index has (`state =
+    'ready'`): PostgreSQL may keep a generic plan for a prepared statement, in which a bound value cannot
+    prove the index's predicate; picked while a table is small, such a plan then scans the whole table."""
+    return sa.literal_column(f"'{value}'", sa.String)
+
+
 def picked_ids(pick: sa.Select[Any], dialect: Dialect) -> sa.ColumnElement[bool]:
     """`jobs.id IN (pick)` for an UPDATE, where `pick` selects ids with a LIMIT. On PostgreSQL the pick is a
     MATERIALIZED CTE with SKIP LOCKED: an IN-subquery with LIMIT may be re-run by the planner and then

@@ -33,6 +33,12 @@ def row_to_job(row: sa.Row[Any]) -> Job:
     return Job.model_validate(row_as_dict(row))
 
 
+def rows_to_jobs(result: sa.Result[Any]) -> list[Job]:
+    """Every row of a result as a Job, the column names read once."""
+    names = tuple(result.keys())
+    return [Job.model_validate(dict(zip(names, row, strict=True))) for row in result]
+
+
 class LockedJob(NamedTuple):
     state: JobState
     run_seq: int
