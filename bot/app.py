@@ -92,7 +92,11 @@ async def serve(engine: Engine, settings: Settings, *, stop: asyncio.Event | Non
         api_url=settings.slack_api_url,
         after_change=delivery.wake.set,
     )
-    runner = web.AppRunner(create_web_app(slack, engine, serve_events=not socket_mode))
+    runner = web.AppRunner(
+        create_web_app(
+            slack, engine, signing_secret=settings.slack_signing_secret, serve_events=not socket_mode
+        )
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, "0.0.0.0", settings.port).start()

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 from slack_bolt.async_app import AsyncApp
 
 from bot.delivery import web_client
+from bot.early_ack import EarlyAck
 from bot.engine import Engine
 from bot.metrics import Metrics
 from handlers import actions, commands, events, new_job_modal
@@ -43,9 +44,12 @@ def create_slack_app(
     return app
 
 
-def create_web_app(app: AsyncApp, engine: Engine, *, serve_events: bool = True) -> web.Application:
+def create_web_app(
+    app: AsyncApp, engine: Engine, *, signing_secret: str | None = None, serve_events: bool = True
+) -> web.Application:
     """aiohttp application: Slack's requests at /slack/events (unless they come over Socket Mode), /healthz
-    and Prometheus /metrics."""
+    and Prometheus /metrics. With the signing secret, requests that need no answer are acknowledged before
+    Bolt parses them (bot.early_ack)."""
     web_app = app.web_app(path=EVENTS_PATH) if serve_events else web.Application()
     foreground = engine.wakeup.foreground
 
@@ -57,6 +61,8 @@ def create_web_app(app: AsyncApp, engine: Engine, *, serve_events: bool = True) 
             return await handler(request)
 
     web_app.middlewares.append(people_first)
+    if serve_events and signing_secret:
+        web_app.middlewares.append(EarlyAck(app, signing_secret, foreground, EVENTS_PATH).__call__)
     web_app.router.add_get("/metrics", Metrics(engine).handle)
 
     async def healthz(_request: web.Request) -> web.Response:

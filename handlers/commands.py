@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.early_ack import acknowledged_early
 from bot.engine import Engine
 from handlers.command_text import (
     USAGE,
@@ -162,13 +164,17 @@ def register(app: AsyncApp, engine: Engine, *, after_change: Callable[[], None] 
 
     @app.command("/queue")
     async def queue_command(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+        ack: AsyncAck,
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        respond: AsyncRespond,
+        request: AsyncBoltRequest,
     ) -> None:
         if await _opened_new_job_modal(engine, body, client, ack):
             return
         # Usually the reply goes back in the acknowledgement. In a crowd of Slack requests waiting for theirs,
-        # acknowledge at once and send the reply through the command's response_url once ready.
-        in_a_burst = engine.wakeup.foreground.crowded
+        # acknowledge at once (or it already was: bot.early_ack) and reply through the response_url.
+        in_a_burst = engine.wakeup.foreground.crowded or acknowledged_early(request.headers)
         if in_a_burst:
             await ack()
             await engine.wakeup.foreground.wait_quiet(besides=1)  # the others' acknowledgements first

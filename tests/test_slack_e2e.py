@@ -43,7 +43,7 @@ async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
         app = create_slack_app(
             engine, token=fake.token, signing_secret=fake.signing_secret, api_url=fake.api_url
         )
-        runner = web.AppRunner(create_web_app(app, engine))
+        runner = web.AppRunner(create_web_app(app, engine, signing_secret=fake.signing_secret))
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -443,3 +443,19 @@ async def test_reject_by_someone_who_may_not_answer_is_refused_before_the_form(
     assert reply["text"].startswith("UGUEST0001 may not answer D-1")
     assert workspace.fake.calls_to("views.open") == []
     assert [e.actor for e in await engine.store.jobs.events(job_id) if e.kind == "denied"] == ["UGUEST0001"]
+
+
+async def test_a_click_is_acknowledged_before_bolt_parses_it(engine: Engine, workspace: Workspace) -> None:
+    from bot.early_ack import answers_nothing
+
+    job_id, ts = await posted_decision(engine, workspace, "demo.ask", {"question": "Ship it?"})
+    click = workspace.slack.block_actions("UREVIEW001", "answer:approve", channel=CHANNEL, message_ts=ts)
+    command = workspace.slack.slash_command("UOWNER0001", "stats", channel=CHANNEL)
+    assert answers_nothing(click.body.decode(), crowded=False)
+    assert not answers_nothing(command.body.decode(), crowded=False)  # its reply rides on the ack...
+    assert answers_nothing(command.body.decode(), crowded=True)  # ...unless a crowd waits for theirs
+    acked = await workspace.slack.send(click)
+    assert (acked.status, acked.text) == (200, "")
+    await wait_for_state(engine, job_id, JobState.READY)  # Bolt handled it after the acknowledgement
+    # A bad signature never gets the early 200.
+    assert (await workspace.slack.send(workspace.slack.wrong_secret(click))).status == 401

@@ -43,7 +43,7 @@ async def serve_bot(
 ) -> AsyncIterator[Workspace]:
     """The bot's web app against `fake`, with an outbox delivery on `client` (by default the bot's own)."""
     app = create_slack_app(engine, token=fake.token, signing_secret=fake.signing_secret, api_url=fake.api_url)
-    runner = web.AppRunner(create_web_app(app, engine))
+    runner = web.AppRunner(create_web_app(app, engine, signing_secret=fake.signing_secret))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
