@@ -74,6 +74,7 @@ class EarlyAck:
         return web.Response(status=200)
 
     async def _dispatch(self, request: AsyncBoltRequest) -> None:
+        await self.foreground.wait_quiet()  # the acknowledgements of requests still arriving go first
         try:
             response = await self.app.async_dispatch(request)
         except Exception:  # a listener's failure must not pass silently
