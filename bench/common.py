@@ -123,6 +123,23 @@ async def report_header(admin_dsn: str) -> dict[str, Any]:
     }
 
 
+def settle_targets(targets: dict[str, dict[str, Any]], *, at_most: bool = True) -> dict[str, dict[str, Any]]:
+    """Mark each target met or not (`measured` at most, or with `at_most=False` at least, `target`)."""
+    for target in targets.values():
+        measured, wanted = target["measured"], target["target"]
+        target["met"] = measured <= wanted if at_most else measured >= wanted
+    return targets
+
+
+def target_lines(report: dict[str, Any], *, digits: int = 1, unit: str = "") -> list[str]:
+    """One line per target: its name, the measured value and whether it meets the (at most) target."""
+    return [
+        f"{name.replace('_', ' ')}: {target['measured']:.{digits}f}{unit} "
+        f"({'meets' if target['met'] else 'MISSES'} the <= {target['target']:g}{unit} target)"
+        for name, target in report["targets"].items()
+    ]
+
+
 def machine_line(report: dict[str, Any]) -> str:
     m = report["machine"]
     return (

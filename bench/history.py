@@ -34,7 +34,16 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bench.common import base_parser, database_url, machine_line, report_header, run_main, say
+from bench.common import (
+    base_parser,
+    database_url,
+    machine_line,
+    report_header,
+    run_main,
+    say,
+    settle_targets,
+    target_lines,
+)
 from bot.context import JobContext
 from bot.engine import Engine
 from bot.jobtypes import Registry, job_type
@@ -298,9 +307,7 @@ async def measure(args: Any) -> dict[str, Any]:
         for what in ("tick", "stats"):
             ratio = report[backend][f"{what}_ratio"]
             targets[f"{backend}_{what}_ratio"] = {"target": TARGET_RATIO, "measured": ratio}
-    for target in targets.values():
-        target["met"] = target["measured"] <= target["target"]
-    report["targets"] = targets
+    report["targets"] = settle_targets(targets)
     return report
 
 
@@ -323,11 +330,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{backend + ' ' + what:<22}{before:>14.2f}{after:>17.2f}{row[what + '_ratio']:>8.2f}"
             )
     lines.append("")
-    for name, target in report["targets"].items():
-        met = "meets" if target["met"] else "MISSES"
-        lines.append(
-            f"{name.replace('_', ' ')}: {target['measured']:.2f}x ({met} the <= {target['target']}x target)"
-        )
+    lines += target_lines(report, digits=2, unit="x")
     for backend in ("sqlite", "postgres"):
         if backend in report:
             rules = report[backend]["with_history"]["tick_rules_ms"]

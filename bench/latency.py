@@ -38,7 +38,8 @@ from bench.common import (
     report_header,
     run_main,
     say,
-    verdict,
+    settle_targets,
+    target_lines,
 )
 from bot.context import JobContext
 from bot.engine import Engine
@@ -202,9 +203,7 @@ async def measure(args: Any) -> dict[str, Any]:
     if "postgres_across_replicas" in report:
         row = report["postgres_across_replicas"]
         targets["across_replicas_p99_ms"] = {"target": TARGET_REPLICAS_P99_MS, "measured": row["p99_ms"]}
-    for target in targets.values():
-        target["met"] = target["measured"] <= target["target"]
-    report["targets"] = targets
+    report["targets"] = settle_targets(targets)
     return report
 
 
@@ -219,11 +218,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{row['max_ms']:>9.2f}{row['samples']:>9}"
             )
     lines.append("")
-    for name, target in report["targets"].items():
-        met = verdict(target["measured"], target["target"], at_most=True)
-        lines.append(
-            f"{name.replace('_', ' ')}: {target['measured']:.2f} ({met} the <= {target['target']:g} target)"
-        )
+    lines += target_lines(report, digits=2)
     lines.append(machine_line(report))
     return "\n".join(lines)
 

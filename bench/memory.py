@@ -27,7 +27,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench import slack_jobs
-from bench.common import base_parser, database_url, machine_line, report_header, run_main, say
+from bench.common import (
+    base_parser,
+    database_url,
+    machine_line,
+    report_header,
+    run_main,
+    say,
+    settle_targets,
+    target_lines,
+)
 from bench.slack_ack import CHANNEL, CONFIG, running_bot
 from bot.engine import Engine
 from bot.jobtypes import registry
@@ -159,9 +168,7 @@ async def measure(args: Any) -> dict[str, Any]:
             "target": TARGET_PEAK_MB,
             "measured": report[backend]["peak_rss_mb"],
         }
-    for target in targets.values():
-        target["met"] = target["measured"] <= target["target"]
-    report["targets"] = targets
+    report["targets"] = settle_targets(targets)
     return report
 
 
@@ -181,11 +188,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{backend:<12}{row['rss_mb_at_start']:>17.1f}{row['rss_mb_at_end']:>15.1f}{row['peak_rss_mb']:>10.1f}"
             )
     lines.append("")
-    for name, target in report["targets"].items():
-        met = "meets" if target["met"] else "MISSES"
-        lines.append(
-            f"{name.replace('_', ' ')}: {target['measured']:.1f} ({met} the <= {target['target']:g} target)"
-        )
+    lines += target_lines(report)
     lines.append(machine_line(report))
     return "\n".join(lines)
 

@@ -44,7 +44,17 @@ import aiohttp
 import sqlalchemy as sa
 
 from bench import slack_jobs
-from bench.common import base_parser, database_url, machine_line, percentiles, report_header, run_main, say
+from bench.common import (
+    base_parser,
+    database_url,
+    machine_line,
+    percentiles,
+    report_header,
+    run_main,
+    say,
+    settle_targets,
+    target_lines,
+)
 from bot.engine import Engine
 from bot.jobtypes import registry
 from bot.settings import load_config
@@ -511,9 +521,7 @@ async def measure(args: Any) -> dict[str, Any]:
             "target": TARGET_RESUME_P50_MS,
             "measured": row["click_to_resume"]["p50_ms"],
         }
-    for target in targets.values():
-        target["met"] = target["measured"] <= target["target"]
-    report["targets"] = targets
+    report["targets"] = settle_targets(targets)
     return report
 
 
@@ -556,11 +564,7 @@ def render(report: dict[str, Any]) -> str:
             f"{row['machine_cores_busy_during_burst']:.1f} of its {report['machine']['nproc']} cores"
         )
     lines.append("")
-    for name, target in report["targets"].items():
-        met = "meets" if target["met"] else "MISSES"
-        lines.append(
-            f"{name.replace('_', ' ')}: {target['measured']:.1f} ({met} the <= {target['target']:g} target)"
-        )
+    lines += target_lines(report)
     lines.append(machine_line(report))
     return "\n".join(lines)
 
