@@ -4,55 +4,29 @@ in place through the outbox, and refused clicks are told why and change nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import BaseModel
 
 from bot.context import JobContext
-from bot.delivery import OutboxDelivery, delivery_client
 from bot.engine import Engine
 from bot.jobtypes import job_type
-from bot.slack_app import EVENTS_PATH, create_slack_app, create_web_app
+from bot.slack_app import EVENTS_PATH
 from sandbox.fake_slack import FakeSlack
 from sandbox.signed_requests import SignedRequests
 from store.states import JobState
 from tests.conftest import fast_config
 from tests.helpers import drain, free_port, running_bot, wait_for, wait_for_state
+from tests.slack_workspace import Workspace, serve_bot
 
 CHANNEL = "C0QUEUE001"
 
 
-@dataclass
-class Workspace:
-    fake: FakeSlack
-    slack: SignedRequests
-    delivery: OutboxDelivery
-    base_url: str
-
-    async def deliver(self) -> None:
-        while await self.delivery.deliver_due():
-            pass
-
-
 @pytest.fixture
 async def workspace(engine: Engine) -> AsyncIterator[Workspace]:
-    async with FakeSlack() as fake:
-        app = create_slack_app(
-            engine, token=fake.token, signing_secret=fake.signing_secret, api_url=fake.api_url
-        )
-        runner = web.AppRunner(create_web_app(app, engine, signing_secret=fake.signing_secret))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with SignedRequests(fake, f"http://127.0.0.1:{port}{EVENTS_PATH}") as slack:
-                delivery = OutboxDelivery(engine, delivery_client(fake.token, fake.api_url))
-                yield Workspace(fake, slack, delivery, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
+    async with FakeSlack() as fake, serve_bot(engine, fake) as served:
+        yield served
 
 
 async def posted_decision(
