@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from math import floor
 from typing import Any, TypeVar
@@ -187,13 +188,16 @@ class ScansRepo:
             .where(jobs.c.sla_next_at.is_not(None), jobs.c.sla_next_at <= now)
             .limit(limit)
         )
-        notified = 0
+        climbed = _Climbed()
         async with self.db.write() as conn:
             ids = list((await conn.execute(pick)).scalars())
             rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).all() if ids else []
             for job in map(row_to_job, rows):
-                notified += await _climb(conn, job, ladder_for(job), now)
-        return ids, notified
+                await _climb(conn, job, ladder_for(job), now, climbed)
+            # The batch's trail and notes go in two statements, not two a job: bursts are the common case.
+            await insert_events(conn, climbed.events)
+            await insert_notifications(conn, climbed.notes, now)
+        return ids, len(climbed.notes)
 
     async def prune_finished(self, *, older_than_s: float, limit: int = 5000) -> int:
         """Delete finished jobs (and their trail, decisions, markers and sent notes) past retention; they
@@ -273,10 +277,18 @@ async def _until_drained(batch: Callable[[], Awaitable[tuple[Sequence[int], T]]]
         seen.update(picked)
 
 
-async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime) -> int:
+@dataclass
+class _Climbed:
+    """What one scan batch's climbs write after them."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[Notification] = field(default_factory=list)
+
+
+async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime, climbed: _Climbed) -> None:
     if job.state in TERMINAL_STATES or job.acknowledged_at is not None or job.sla_at is None:
         await conn.execute(jobs.update().where(jobs.c.id == job.id).values(sla_next_at=None))
-        return 0
+        return
     overdue_s = (now - job.sla_at).total_seconds()
     due = ladder.due_level(overdue_s)
     next_after = ladder.next_after_s(max(due, job.sla_level))
@@ -287,7 +299,7 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
             .where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level)
             .values(sla_next_at=next_at)
         )
-        return 0
+        return
     claimed = await conn.execute(
         jobs.update()
         .where(jobs.c.id == job.id, jobs.c.sla_level == job.sla_level)
@@ -295,7 +307,7 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
         .returning(jobs.c.id)
     )
     if claimed.first() is None:
-        return 0
+        return
     # Levels passed over at once (the scheduler was down, or the ladder's first steps are short) are still
     # told: a backup must not learn of an item only because the level above theirs came due too.
     reached = [
@@ -304,19 +316,16 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
         for target in ladder.targets(level)
     ]
     targets = list(dict.fromkeys(target for _, target in reached))
-    await insert_events(
-        conn,
-        [
-            event_row(
-                job.id,
-                at=now,
-                actor="scheduler",
-                kind="sla_escalated",
-                details={"level": due, "notify": targets, "overdue_s": round(overdue_s, 1)},
-            )
-        ],
+    climbed.events.append(
+        event_row(
+            job.id,
+            at=now,
+            actor="scheduler",
+            kind="sla_escalated",
+            details={"level": due, "notify": targets, "overdue_s": round(overdue_s, 1)},
+        )
     )
-    notes = [
+    climbed.notes += [
         Notification(
             kind="sla.level",
             dedup_key=f"sla:{job.id}:{level}:{target}",
@@ -331,8 +340,6 @@ async def _climb(conn: AsyncConnection, job: Job, ladder: Ladder, now: datetime)
         )
         for level, target in reached
     ]
-    await insert_notifications(conn, notes, now)
-    return len(notes)
 
 
 async def _notify_lanes(conn: AsyncConnection, lanes: set[str]) -> None:
