@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks
 from bot.engine import Engine
 from store.errors import QueuebotError
+from store.models import Job
 from store.states import DecisionKind
 
 log = logging.getLogger("queuebot.handlers")
@@ -35,7 +36,6 @@ def register(app: AsyncApp, engine: Engine, *, after_change: AfterChange = None)
     _register_answers(app, engine, after_change)
     _register_comments(app, engine, after_change)
     _register_evidence(app, engine)
-    _register_acknowledge(app, engine)
     _register_job_buttons(app, engine, after_change)
 
 
@@ -154,46 +154,55 @@ def _register_evidence(app: AsyncApp, engine: Engine) -> None:
         )
 
 
-def _register_acknowledge(app: AsyncApp, engine: Engine) -> None:
-    @app.action(blocks.ACKNOWLEDGE_ACTION)
-    async def acknowledge_clicked(
+JobAct = Callable[[str, str], Awaitable[Job]]
+
+
+def _register_job_button(
+    app: AsyncApp, action_id: str, act: JobAct, told: Callable[[Job], str], after_change: AfterChange
+) -> None:
+    """A button whose value names a job: `act(job_ref, user)` under the engine's authority, then tell."""
+
+    @app.action(action_id)
+    async def job_button_clicked(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
     ) -> None:
         await ack()
         try:
-            job = await engine.acknowledge(str(action.get("value", "")), actor=str(body["user"]["id"]))
+            job = await act(str(action.get("value", "")), str(body["user"]["id"]))
         except QueuebotError as refused:
             await _tell(respond, str(refused))
             return
-        await _tell(respond, f"Acknowledged {job.ref}: its escalations stop here.")
+        if after_change is not None:
+            after_change()
+        await _tell(respond, told(job))
 
 
 def _register_job_buttons(app: AsyncApp, engine: Engine, after_change: AfterChange) -> None:
-    @app.action(blocks.RETRY_ACTION)
-    async def retry_clicked(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-    ) -> None:
-        await ack()
-        try:
-            job = await engine.retry(str(action.get("value", "")), actor=str(body["user"]["id"]))
-        except QueuebotError as refused:
-            await _tell(respond, str(refused))
-            return
-        if after_change is not None:
-            after_change()
-        await _tell(respond, f"{job.ref} is queued again with fresh attempts.")
+    """Acknowledge, Retry and Cancel in escalation DMs."""
 
-    @app.action(blocks.CANCEL_ACTION)
-    async def cancel_clicked(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-    ) -> None:
-        await ack()
-        user = str(body["user"]["id"])
-        try:
-            job = await engine.cancel(str(action.get("value", "")), actor=user, reason=f"cancelled by {user}")
-        except QueuebotError as refused:
-            await _tell(respond, str(refused))
-            return
-        if after_change is not None:
-            after_change()
-        await _tell(respond, f"{job.ref} is cancelled.")
+    async def acknowledge(ref: str, user: str) -> Job:
+        return await engine.acknowledge(ref, actor=user)
+
+    async def retry(ref: str, user: str) -> Job:
+        return await engine.retry(ref, actor=user)
+
+    async def cancel(ref: str, user: str) -> Job:
+        return await engine.cancel(ref, actor=user, reason=f"cancelled by {user}")
+
+    _register_job_button(
+        app,
+        blocks.ACKNOWLEDGE_ACTION,
+        acknowledge,
+        lambda job: f"Acknowledged {job.ref}: its escalations stop here.",
+        after_change,
+    )
+    _register_job_button(
+        app,
+        blocks.RETRY_ACTION,
+        retry,
+        lambda job: f"{job.ref} is queued again with fresh attempts.",
+        after_change,
+    )
+    _register_job_button(
+        app, blocks.CANCEL_ACTION, cancel, lambda job: f"{job.ref} is cancelled.", after_change
+    )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
 from bot.engine import Engine
 from bot.runtime import Worker
 from bot.settings import WorkerConfig
-from bot.wakeup import PostgresListener, Wakeup
+from bot.wakeup import RELISTEN_CHECK_S, PostgresListener, Wakeup
 from store import Store
 from store.states import JobState
 from tests.conftest import fast_config
@@ -19,18 +21,33 @@ from tests.helpers import wait_for_state
 SLOW_POLL_S = 60.0
 
 
-async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, engine: Engine) -> None:
+@asynccontextmanager
+async def replica(
+    store: Store, engine: Engine, *, check_every_s: float = RELISTEN_CHECK_S
+) -> AsyncIterator[tuple[Worker, PostgresListener]]:
+    """A second process's worth of queuebot on the same database: its own pool, engine, worker and LISTEN;
+    its poll is a minute away, so only a NOTIFY wakes it in time."""
     if not store.db.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite runs in one process")
     replica_store = Store.connect(store.db.url)
     config = fast_config(worker=WorkerConfig(poll_interval_s=SLOW_POLL_S, heartbeat_interval_s=1))
-    replica = Engine(replica_store, config, types=engine.types, wakeup=Wakeup())
-    listener = PostgresListener(replica_store, replica.wakeup)
-    await listener.start()
+    other = Engine(replica_store, config, types=engine.types, wakeup=Wakeup())
+    listening = PostgresListener(replica_store, other.wakeup, check_every_s=check_every_s)
+    await listening.start()
     stop = asyncio.Event()
-    worker = Worker(replica)
+    worker = Worker(other)
     running = asyncio.create_task(worker.run(stop=stop))
     try:
+        yield worker, listening
+    finally:
+        stop.set()
+        await running
+        await listening.stop()
+        await replica_store.close()
+
+
+async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, engine: Engine) -> None:
+    async with replica(store, engine) as (worker, _):
         # A first job, claimed by the lane loop's opening claim, proves the loop runs; after it the loop
         # sleeps until woken (its poll is a minute away).
         first = (await engine.enqueue("demo.echo", {"text": "first"})).job.id
@@ -38,31 +55,16 @@ async def test_enqueue_on_one_replica_wakes_a_worker_on_another(store: Store, en
         job_id = (await engine.enqueue("demo.echo", {"text": "wake up"})).job.id
         job = await wait_for_state(engine, job_id, JobState.COMPLETED, timeout_s=10)
         assert job.claimed_by == worker.worker_id
-    finally:
-        stop.set()
-        await running
-        await listener.stop()
-        await replica_store.close()
 
 
 async def test_the_listener_listens_again_after_the_database_drops_its_connection(
     store: Store, engine: Engine
 ) -> None:
-    if not store.db.is_postgres:
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite runs in one process")
     import sqlalchemy as sa
 
     from tests.helpers import wait_for
 
-    replica_store = Store.connect(store.db.url)
-    config = fast_config(worker=WorkerConfig(poll_interval_s=SLOW_POLL_S, heartbeat_interval_s=1))
-    replica = Engine(replica_store, config, types=engine.types, wakeup=Wakeup())
-    listener = PostgresListener(replica_store, replica.wakeup, check_every_s=0.05)
-    await listener.start()
-    stop = asyncio.Event()
-    worker = Worker(replica)
-    running = asyncio.create_task(worker.run(stop=stop))
-    try:
+    async with replica(store, engine, check_every_s=0.05) as (worker, listener):
         first = (await engine.enqueue("demo.echo", {"text": "first"})).job.id
         await wait_for_state(engine, first, JobState.COMPLETED, timeout_s=10)
         async with store.db.write() as conn:  # the database drops the listening connection
@@ -81,8 +83,3 @@ async def test_the_listener_listens_again_after_the_database_drops_its_connectio
         job_id = (await engine.enqueue("demo.echo", {"text": "still heard"})).job.id
         job = await wait_for_state(engine, job_id, JobState.COMPLETED, timeout_s=10)
         assert job.claimed_by == worker.worker_id
-    finally:
-        stop.set()
-        await running
-        await listener.stop()
-        await replica_store.close()
