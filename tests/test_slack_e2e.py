@@ -3,6 +3,8 @@ in place through the outbox, and refused clicks are told why and change nothing.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +16,7 @@ from bot.engine import Engine
 from bot.jobtypes import job_type
 from bot.slack_app import EVENTS_PATH
 from sandbox.fake_slack import FakeSlack
-from sandbox.signed_requests import SignedRequests
+from sandbox.signed_requests import SignedRequests, SlackRequest
 from store.states import JobState
 from tests.conftest import fast_config
 from tests.helpers import drain, free_port, running_bot, wait_for, wait_for_state
@@ -428,6 +430,12 @@ async def test_a_click_is_acknowledged_before_bolt_parses_it(engine: Engine, wor
     assert answers_nothing(click.body.decode(), crowded=False)
     assert not answers_nothing(command.body.decode(), crowded=False)  # its reply rides on the ack...
     assert answers_nothing(command.body.decode(), crowded=True)  # ...unless a crowd waits for theirs
+    # A click no listener takes: Bolt's own path would answer 404; acknowledged first, it gets its 200.
+    stray = {**click.payload, "actions": [{**click.payload["actions"][0], "action_id": "no_listener"}]}
+    unheard = SlackRequest.signed(
+        workspace.fake.signing_secret, int(time.time()), stray, form={"payload": json.dumps(stray)}
+    )
+    assert (await workspace.slack.send(unheard)).status == 200
     acked = await workspace.slack.send(click)
     assert (acked.status, acked.text) == (200, "")
     await wait_for_state(engine, job_id, JobState.READY)  # Bolt handled it after the acknowledgement
